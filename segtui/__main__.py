@@ -1,0 +1,5 @@
+"""`python -m segtui`."""
+
+from segtui.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The AsyncOS appliance protocol: SSH CLI session, typed commands, pure parsers."""

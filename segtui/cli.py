@@ -1,0 +1,3 @@
+"""Entry point placeholder."""
+def main() -> int:
+    return 0

@@ -1,0 +1,105 @@
+"""Application settings: `segtui.toml` and `SEGTUI_*` environment variables (pydantic-settings)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from segtui.errors import InputError
+
+
+class Deadlines(BaseModel):
+    """Deadline of each step of the procedure, in seconds (scaled by the demo's time scale)."""
+
+    precheck: float = Field(120, gt=0, description="connect, version, status, work queue")
+    backup: float = Field(600, gt=0, description="saveconfig + slblconfig + SCP")
+    point: float = Field(300, gt=0, description="updateconfig + commit")
+    suspend: float = Field(180, gt=0, description="suspendlistener")
+    drain: float = Field(1800, gt=0, description="work queue to zero after suspending")
+    upgrade: float = Field(3600, gt=0, description="upgrade dialogue: analysis, download, install")
+    reboot: float = Field(1800, gt=0, description="reboot until `version` answers (~20 min is normal)")
+    resume: float = Field(300, gt=0, description="resumelistener + restore update settings")
+
+
+class Polling(BaseModel):
+    workqueue: float = Field(10, gt=0, description="seconds between work-queue reads while draining")
+    reboot_initial: float = Field(5, gt=0, description="first back-off between reboot probes")
+    reboot_max: float = Field(30, gt=0, description="longest back-off between reboot probes")
+
+
+class SSHSettings(BaseModel):
+    connect_timeout: float = Field(15, gt=0)
+    login_timeout: float = Field(30, gt=0)
+    keepalive_interval: float = Field(15, gt=0)
+    keepalive_count_max: int = Field(4, ge=1)
+    max_handshakes: int = Field(16, ge=1, le=200, description="concurrent SSH handshakes")
+    command_timeout: float = Field(60, gt=0)
+
+
+class Settings(BaseSettings):
+    """segtui's own settings (the fleet lives in the inventory)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SEGTUI_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        toml_file="segtui.toml",
+    )
+
+    state_dir: Path = Field(Path(".segtui"), description="journal, lock, backups")
+    theme: str = Field("noc-dark", description="noc-dark, noc-light or high-contrast")
+    concurrency: int = Field(50, ge=1, description="appliances upgraded at once at most")
+    max_unavailable: int = Field(1, ge=1, description="appliances of one group out of service at once")
+    listener_close_seconds: int = Field(30, ge=0, le=3600, description="suspend delay before closing connections")
+    repaint_hz: float = Field(4, gt=0, le=30, description="dashboard repaint rate")
+    deadlines: Deadlines = Deadlines()
+    polling: Polling = Polling()
+    ssh: SSHSettings = SSHSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # init > environment > segtui.toml
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    def scaled(self, factor: float) -> Settings:
+        """Deadlines and poll intervals multiplied by the simulator's time scale."""
+        deadlines = Deadlines(**{k: v * factor for k, v in self.deadlines.model_dump().items()})
+        polling = Polling(**{k: max(0.02, v * factor) for k, v in self.polling.model_dump().items()})
+        return self.model_copy(update={"deadlines": deadlines, "polling": polling})
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Load settings; the file is `--config`, else $SEGTUI_CONFIG, else ./segtui.toml if present."""
+    path = config_file or (Path(os.environ["SEGTUI_CONFIG"]) if os.environ.get("SEGTUI_CONFIG") else None)
+    if path is not None and not path.is_file():
+        raise InputError([f"{path}: settings file not found"])
+    source = path or Path("segtui.toml")
+
+    class _FileSettings(Settings):
+        model_config = SettingsConfigDict(toml_file=source)
+
+    try:
+        return _FileSettings(**overrides)
+    except ValidationError as exc:
+        label = f"{source}" if source.is_file() else "SEGTUI_* environment"
+        raise InputError(
+            [f"{label}: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        ) from None
+    except ValueError as exc:  # bad TOML in the file
+        raise InputError([f"{source}: not valid TOML: {exc}"]) from None

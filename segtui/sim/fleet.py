@@ -1,0 +1,227 @@
+"""A whole simulated fleet: N appliances, clusters, the update server, inventory and known_hosts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import tempfile
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import asyncssh
+import httpx
+
+from segtui.sim.model import FAULTS, NEWEST, Cluster, Durations, SimAppliance, SimVersion, vdotted
+from segtui.sim.node import SimNode
+from segtui.sim.updateserver import UpdateServer, write_update_root
+
+DEFAULT_PASSWORD = "ironport"  # AsyncOS's factory default for admin
+LISTENER_NAMES = ("IncomingMail", "OutgoingMail", "RelayDMZ", "BulkMail")
+
+
+class FaultSpecError(ValueError):
+    pass
+
+
+def parse_faults(spec: str | None) -> dict[str, set[str]]:
+    """`esa03=reboot-hang,esa05=drain-stuck` -> {name: {fault}}."""
+    out: dict[str, set[str]] = {}
+    if not spec:
+        return out
+    for item in spec.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, fault = item.partition("=")
+        if not sep or not name.strip() or fault.strip() not in FAULTS:
+            raise FaultSpecError(f"--faults: {item!r} is not name=fault (faults: {', '.join(FAULTS)})")
+        out.setdefault(name.strip(), set()).add(fault.strip())
+    return out
+
+
+def starting_version(i: int, n: int) -> SimVersion:
+    # A mix: most on 15.0.0-104, every fourth on 15.5.1-055, and one in ten two hops behind.
+    if i % 10 == 7:
+        return (14, 2, 1, 15)
+    if i % 4 == 3:
+        return (15, 5, 1, 55)
+    return (15, 0, 0, 104)
+
+
+class SimFleet:
+    def __init__(
+        self,
+        appliances: int,
+        *,
+        time_scale: float = 0.02,
+        faults: dict[str, set[str]] | None = None,
+        seed: int = 7,
+        workdir: Path | None = None,
+        password: str | None = None,
+        password_env: str = "SEGTUI_PASSWORD",
+        durations: Durations | None = None,
+        clusters: bool = True,
+        on_event: Callable[[str, str], None] | None = None,
+    ) -> None:
+        if appliances < 1:
+            raise ValueError("--appliances must be at least 1")
+        self.count = appliances
+        self.time_scale = time_scale
+        self.faults = faults or {}
+        self.seed = seed
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="segtui-sim-"))
+        self.password_env = password_env
+        self.password = password or os.environ.get(password_env) or DEFAULT_PASSWORD
+        self.durations = durations or Durations()
+        self.clusters_enabled = clusters
+        self.on_event = on_event
+        self.nodes: dict[str, SimNode] = {}
+        self.clusters: dict[str, Cluster] = {}
+        self.update_server: UpdateServer | None = None
+        self._http: httpx.AsyncClient | None = None
+        self.events: list[tuple[str, str]] = []
+        width = max(2, len(str(appliances)))
+        self.names = [f"esa{i:0{width}d}" for i in range(1, appliances + 1)]
+        unknown = set(self.faults) - set(self.names)
+        if unknown:
+            raise FaultSpecError(f"--faults names appliances not in the fleet: {', '.join(sorted(unknown))}")
+
+    @property
+    def inventory_path(self) -> Path:
+        return self.workdir / "inventory.toml"
+
+    @property
+    def known_hosts_path(self) -> Path:
+        return self.workdir / "known_hosts"
+
+    def _record(self, name: str, what: str) -> None:
+        self.events.append((name, what))
+        if self.on_event is not None:
+            self.on_event(name, what)
+
+    async def start(self) -> None:
+        rng = random.Random(self.seed)
+        root = self.workdir / "updates"
+        write_update_root(root)
+        self.update_server = UpdateServer(root)
+        self.update_server.start()
+        self._http = httpx.AsyncClient(limits=httpx.Limits(max_connections=64))
+        cluster_members: set[str] = set()
+        if self.clusters_enabled and self.count >= 6:
+            cluster_members = set(self.names[-2:])
+            self.clusters["mailcluster"] = Cluster("mailcluster")
+        for i, name in enumerate(self.names):
+            appliance_dir = self.workdir / "appliances" / name
+            (appliance_dir / "configuration").mkdir(parents=True, exist_ok=True)
+            virtual = i % 2 == 0
+            serial = f"{rng.getrandbits(48):012X}-{rng.getrandbits(40):010X}"
+            version = (15, 0, 0, 104) if name in cluster_members else starting_version(i, self.count)
+            a = SimAppliance(
+                name=name,
+                hostname=f"{name}.lab.example.com",
+                model="C300V" if virtual else "C395",
+                serial=serial,
+                vln=f"VLNESA{rng.randrange(10**6):06d}" if virtual else None,
+                version=version,
+                listeners=list(LISTENER_NAMES[: 1 + rng.randrange(4)]),
+                faults=set(self.faults.get(name, set())),
+                rng=random.Random(rng.random()),
+                config_dir=appliance_dir / "configuration",
+                slbl_enabled=i % 4 != 1,
+            )
+            a.base_depth = rng.uniform(150, 1500)
+            a.depth = a.base_depth
+            if i % 2 == 1:
+                a.committed.feature_keys = "keys.lab.example.com:80"
+            if name in cluster_members:
+                cluster = self.clusters["mailcluster"]
+                a.cluster = cluster
+                cluster.members.append(a)
+            node = SimNode(
+                a,
+                port=0,
+                root=appliance_dir,
+                username="admin",
+                password=self.password,
+                time_scale=self.time_scale,
+                durations=self.durations,
+                http=self._http,
+                host_key=asyncssh.generate_private_key("ssh-ed25519"),
+                on_event=self._record,
+            )
+            self.nodes[name] = node
+        await asyncio.gather(*(n.start() for n in self.nodes.values()))
+        self.write_inventory()
+
+    def write_inventory(self, path: Path | None = None) -> Path:
+        path = path or self.inventory_path
+        assert self.update_server is not None
+        lines = [
+            "# Written by `segtui sim`: a simulated lab fleet on loopback.",
+            "[fleet]",
+            'name = "sim-lab"',
+            'environment = "lab"',
+            f'update_server = "{self.update_server.url}"',
+            "",
+            "[defaults]",
+            'username = "admin"',
+            f'password_env = "{self.password_env}"',
+            f'known_hosts = "{self.known_hosts_path.name}"',
+            "",
+        ]
+        for i, (name, node) in enumerate(self.nodes.items()):
+            lines += [
+                "[[appliance]]",
+                f'name = "{name}"',
+                'host = "127.0.0.1"',
+                f"port = {node.port}",
+                f'group = "dc{i % 2 + 1}"',
+            ]
+            if node.appliance.cluster is not None:
+                lines.append(f'cluster = "{node.appliance.cluster.name}"')
+            lines.append("")
+        path.write_text("\n".join(lines))
+        self.write_known_hosts()
+        return path
+
+    def write_known_hosts(self) -> None:
+        """The keys the appliances had when the fleet started (a changed key must be noticed)."""
+        if self.known_hosts_path.exists():
+            return
+        rows = [
+            f"[127.0.0.1]:{node.port} {node.host_key.export_public_key().decode().strip()}"
+            for node in self.nodes.values()
+        ]
+        self.known_hosts_path.write_text("\n".join(rows) + "\n")
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(n.stop() for n in self.nodes.values()), return_exceptions=True)
+        if self._http is not None:
+            await self._http.aclose()
+        if self.update_server is not None:
+            self.update_server.stop()
+
+    async def __aenter__(self) -> SimFleet:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def summary(self) -> list[str]:
+        assert self.update_server is not None
+        versions = Counter(vdotted(n.appliance.version) for n in self.nodes.values())
+        lines = [
+            f"inventory: {self.inventory_path}",
+            f"known_hosts: {self.known_hosts_path}",
+            f"update server: {self.update_server.url} (newest version {vdotted(NEWEST)})",
+            f"versions: {', '.join(f'{v} x{c}' for v, c in sorted(versions.items()))}",
+        ]
+        for name, node in self.nodes.items():
+            a = node.appliance
+            extra = f" cluster={a.cluster.name}" if a.cluster else ""
+            faults = f" faults={','.join(sorted(a.faults))}" if a.faults else ""
+            lines.append(f"  {name}  127.0.0.1:{node.port}  {vdotted(a.version)}{extra}{faults}")
+        return lines
