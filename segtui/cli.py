@@ -1,3 +1,346 @@
-"""Entry point placeholder."""
-def main() -> int:
+"""The `segtui` command line; heavy imports happen inside each command so `--help` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from segtui.inventory import Inventory
+    from segtui.rollout.engine import Rollout, RolloutOptions
+    from segtui.settings import Settings
+
+EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_PREFLIGHT = 0, 1, 2, 3
+
+
+def _add_rollout_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch", help="batch ramp, e.g. 1,2,25%% (the last step repeats)")
+    p.add_argument("--max-fail", help="failure budget over the whole rollout: N or N%%")
+    p.add_argument("--max-unavailable", type=int, help="appliances of one group out of service at once")
+    p.add_argument("--pause-on-failure", action="store_true", help="pause before the next batch after a failure")
+    p.add_argument("--headless", action="store_true", help="no dashboard: print progress lines")
+    p.add_argument("--readonly", action="store_true", help="dashboard without any changing action")
+    p.add_argument("--report", type=Path, help="write FILE.json and FILE.md")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="segtui",
+        description="Rolling AsyncOS upgrades for a fleet of Cisco Secure Email Gateways.",
+    )
+    parser.add_argument("--config", type=Path, help="settings file (default ./segtui.toml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="simulated fleet + update server, then the rollout (the dashboard)")
+    p.add_argument("--appliances", type=int, default=12)
+    p.add_argument("--time-scale", type=float, default=0.01, help="1.0 = real appliance durations")
+    p.add_argument("--faults", help="name=fault,... (reboot-hang, drain-stuck, upgrade-fail, ...)")
+    p.add_argument("--seed", type=int, default=7)
+    _add_rollout_options(p)
+
+    p = sub.add_parser("sim", help="run a simulated fleet and update server on loopback")
+    p.add_argument("--appliances", type=int, default=6)
+    p.add_argument("--time-scale", type=float, default=0.01)
+    p.add_argument("--faults")
+    p.add_argument("--inventory-out", type=Path)
+    p.add_argument("--seed", type=int, default=7)
+
+    for name, text in (("run", "run a rollout"), ("resume", "continue an interrupted rollout")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--inventory", type=Path, required=True)
+        if name == "run":
+            p.add_argument("--target", required=True, help="AsyncOS version, e.g. 16.0.0-123")
+        _add_rollout_options(p)
+
+    for name, text in (("check", "pre-flight the whole fleet; changes nothing"),
+                       ("plan", "print batches and the exact CLI commands; changes nothing")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--inventory", type=Path, required=True)
+        p.add_argument("--target", required=True)
+        p.add_argument("--batch")
+        p.add_argument("--offline", action="store_true", help="(plan) do not connect to read versions")
+    return parser
+
+
+def err(text: str) -> None:
+    print(f"segtui: {text}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from segtui.errors import InputError
+
+    try:
+        return asyncio.run(_dispatch(args)) if args.command != "demo" or args.headless else _dispatch_sync(args)
+    except InputError as exc:
+        for line in exc.problems:
+            err(line)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        err("interrupted; `segtui resume --inventory FILE` continues an interrupted rollout")
+        return EXIT_FAILED
+
+
+def _dispatch_sync(args: argparse.Namespace) -> int:
+    return asyncio.run(_dispatch(args))
+
+
+def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
+    from segtui.settings import load_settings
+
+    return load_settings(args.config, **overrides)
+
+
+def _options(args: argparse.Namespace, settings: Settings, saved: dict[str, Any] | None = None) -> RolloutOptions:
+    from segtui.rollout.batches import parse_batch_spec, parse_failure_budget
+    from segtui.rollout.engine import RolloutOptions
+
+    base = RolloutOptions(**saved) if saved else RolloutOptions(max_unavailable=settings.max_unavailable,
+                                                                 concurrency=settings.concurrency)
+    if getattr(args, "batch", None):
+        parse_batch_spec(args.batch)
+        base.batch = args.batch
+    if getattr(args, "max_fail", None):
+        parse_failure_budget(args.max_fail)
+        base.max_fail = args.max_fail
+    if getattr(args, "max_unavailable", None) is not None:
+        from segtui.errors import InputError
+
+        if args.max_unavailable < 1:
+            raise InputError(["--max-unavailable: must be at least 1"])
+        base.max_unavailable = args.max_unavailable
+    if getattr(args, "pause_on_failure", False):
+        base.pause_on_failure = True
+    return base
+
+
+def _target(text: str) -> Any:
+    from segtui.asyncos.versions import Version, VersionError
+    from segtui.errors import InputError
+
+    try:
+        return Version.parse(text)
+    except VersionError as exc:
+        raise InputError([f"--target: {exc}"]) from None
+
+
+def _inventory(path: Path) -> Inventory:
+    from segtui.inventory import load_inventory
+
+    return load_inventory(path)
+
+
+async def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "sim":
+        return await cmd_sim(args)
+    if args.command == "demo":
+        return await cmd_demo(args)
+    if args.command in ("check", "plan"):
+        return await cmd_check_plan(args)
+    if args.command == "run":
+        return await cmd_run(args)
+    if args.command == "resume":
+        return await cmd_resume(args)
+    raise AssertionError(args.command)
+
+
+async def cmd_sim(args: argparse.Namespace) -> int:
+    from segtui.errors import InputError
+    from segtui.sim.fleet import FaultSpecError, SimFleet, parse_faults
+
+    try:
+        fleet = SimFleet(args.appliances, time_scale=args.time_scale, faults=parse_faults(args.faults), seed=args.seed)
+    except (FaultSpecError, ValueError) as exc:
+        raise InputError([str(exc)]) from None
+    await fleet.start()
+    if args.inventory_out:
+        fleet.write_inventory(args.inventory_out)
+    for line in fleet.summary():
+        print(line)
+    if args.inventory_out:
+        print(f"inventory also written to {args.inventory_out}")
+    print(f"password: ${fleet.password_env} if set, else the default (see README); Ctrl+C stops the fleet",
+          flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await fleet.stop()
     return 0
+
+
+async def cmd_check_plan(args: argparse.Namespace) -> int:
+    from segtui.rollout.context import RolloutContext
+    from segtui.rollout.journal import Journal
+    from segtui.rollout.preflight import plan_batches, plan_commands, preflight, read_versions
+
+    settings = _settings(args)
+    inventory = _inventory(args.inventory)
+    target = _target(args.target)
+    journal = Journal(settings.state_dir / "journal.sqlite")
+    ctx = RolloutContext(inventory, settings, target, journal, lambda e: None)
+    if args.command == "check":
+        result = await preflight(ctx)
+        for a in result.appliances:
+            path = " -> ".join(str(v) for v in a.path) if a.path else ("at target" if a.version == target else "")
+            status = "ok " if a.ok else "BAD"
+            print(f"{status} {a.name:<14} {a.version or '?'!s:<12} {path}{'  ' + a.problem if a.problem else ''}")
+        for url, state in result.manifests.items():
+            print(f"{'ok ' if state == 'ok' else 'BAD'} manifest {url}{'' if state == 'ok' else ': ' + state}")
+        print("pre-flight passed" if result.ok else "pre-flight refused: nothing was changed")
+        return EXIT_OK if result.ok else EXIT_PREFLIGHT
+    options = _options(args, settings)
+    versions = {} if args.offline else await read_versions(ctx)
+    batches = plan_batches(ctx, options)
+    print(f"plan: {inventory.name} ({inventory.environment}) to {target}, {len(batches)} batches, "
+          f"max {options.max_unavailable} unavailable per group, failure budget {options.max_fail}")
+    for i, names in enumerate(batches, start=1):
+        print(f"\nbatch {i}: {', '.join(names)}")
+        for name in names:
+            spec = inventory.by_name(name)
+            check = versions.get(name)
+            current = check.version if check else None
+            print(f"  {name} ({spec.host}:{spec.port}, group {spec.group}"
+                  f"{', cluster ' + spec.cluster if spec.cluster else ''}) {current or '?'} -> {target}")
+            for cmd in plan_commands(ctx, spec, current):
+                print(f"    {cmd}")
+    return EXIT_OK
+
+
+def _lock(settings: Settings, inventory: Inventory, command: str) -> Any:
+    from segtui.errors import InputError
+    from segtui.rollout.lock import InventoryLock, LockHeld
+
+    lock = InventoryLock(settings.state_dir, inventory.path, command)
+    try:
+        lock.acquire()
+    except LockHeld as exc:
+        raise InputError([str(exc)]) from None
+    return lock
+
+
+async def _execute(args: argparse.Namespace, rollout: Rollout, *, autostart: bool, sim: Any = None) -> int:
+    from segtui.rollout.report import build_report, write_report
+
+    if args.headless:
+        from segtui.headless import HeadlessPrinter
+
+        printer = HeadlessPrinter(rollout)
+        outcome = await rollout.run(autostart=True)
+        printer.summary()
+    else:
+        from segtui.tui.app import run_dashboard
+
+        outcome = await run_dashboard(rollout, readonly=args.readonly, autostart=autostart, sim=sim)
+    report = build_report(rollout, outcome)
+    if args.report:
+        md = write_report(report, args.report)
+        print(f"report: {args.report} and {md}")
+    print(f"outcome: {outcome}")
+    if outcome == "completed" and all(a["state"] == "done" for a in report["appliances"]):
+        return EXIT_OK
+    return EXIT_FAILED
+
+
+async def cmd_run(args: argparse.Namespace) -> int:
+    from segtui.errors import InputError
+    from segtui.rollout.engine import Rollout
+    from segtui.rollout.journal import Journal
+
+    settings = _settings(args)
+    inventory = _inventory(args.inventory)
+    target = _target(args.target)
+    options = _options(args, settings)
+    lock = _lock(settings, inventory, "run")
+    try:
+        journal = Journal(settings.state_dir / "journal.sqlite")
+        if journal.unfinished(str(inventory.path)):
+            raise InputError([f"{inventory.path}: an interrupted rollout exists; continue it with "
+                              f"`segtui resume --inventory {args.inventory}`"])
+        rollout = Rollout(inventory, settings, target, journal, options, exit_on_pause=args.headless)
+        if not await _preflight_or_refuse(rollout):
+            return EXIT_PREFLIGHT
+        rollout.begin()
+        return await _execute(args, rollout, autostart=False)
+    finally:
+        lock.release()
+
+
+async def _preflight_or_refuse(rollout: Rollout) -> bool:
+    from segtui.rollout.preflight import preflight
+
+    result = await preflight(rollout.ctx)
+    if result.ok:
+        return True
+    for a in result.appliances:
+        if not a.ok:
+            err(f"pre-flight: {a.name}: {a.problem}")
+    for url, state in result.manifests.items():
+        if state != "ok":
+            err(f"pre-flight: manifest {url}: {state}")
+    err("pre-flight refused: nothing was changed")
+    return False
+
+
+async def cmd_resume(args: argparse.Namespace) -> int:
+    from segtui.errors import InputError
+    from segtui.rollout.engine import Rollout
+    from segtui.rollout.journal import Journal
+
+    settings = _settings(args)
+    inventory = _inventory(args.inventory)
+    lock = _lock(settings, inventory, "resume")
+    try:
+        journal = Journal(settings.state_dir / "journal.sqlite")
+        found = journal.unfinished(str(inventory.path))
+        if found is None:
+            raise InputError([f"{inventory.path}: no interrupted rollout to resume in {settings.state_dir}"])
+        rollout_id, target, saved = found
+        saved_settings = saved.pop("_settings", None)
+        if saved_settings:
+            settings = settings.model_validate(saved_settings)
+        options = _options(args, settings, saved)
+        rollout = Rollout(inventory, settings, _target(target), journal, options, exit_on_pause=args.headless)
+        rollout.attach(rollout_id)
+        return await _execute(args, rollout, autostart=True)
+    finally:
+        lock.release()
+
+
+async def cmd_demo(args: argparse.Namespace) -> int:
+    from segtui.errors import InputError
+    from segtui.rollout.engine import Rollout
+    from segtui.rollout.journal import Journal
+    from segtui.sim.fleet import FaultSpecError, SimFleet, parse_faults
+    from segtui.sim.model import NEWEST, vdotted
+
+    if args.time_scale <= 0:
+        raise InputError(["--time-scale: must be > 0"])
+    try:
+        fleet = SimFleet(args.appliances, time_scale=args.time_scale, faults=parse_faults(args.faults), seed=args.seed)
+    except (FaultSpecError, ValueError) as exc:
+        raise InputError([str(exc)]) from None
+    os.environ.setdefault(fleet.password_env, fleet.password)
+    await fleet.start()
+    try:
+        base = _settings(args)
+        settings = base.scaled(args.time_scale).model_copy(update={"state_dir": fleet.workdir / "state"})
+        if args.max_unavailable is None:
+            args.max_unavailable = max(2, args.appliances // 8)
+        if args.max_fail is None and args.faults:
+            args.max_fail = "50%"
+        inventory = _inventory(fleet.inventory_path)
+        options = _options(args, settings)
+        journal = Journal(settings.state_dir / "journal.sqlite")
+        rollout = Rollout(inventory, settings, _target(vdotted(NEWEST)), journal, options,
+                          exit_on_pause=args.headless)
+        if args.headless:
+            print("\n".join(fleet.summary()[:4]), flush=True)
+        rollout.begin()
+        # The journal keeps the scaled settings so `segtui resume` continues at the same pace.
+        return await _execute(args, rollout, autostart=False, sim=fleet)
+    finally:
+        await fleet.stop()

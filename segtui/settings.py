@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     max_unavailable: int = Field(1, ge=1, description="appliances of one group out of service at once")
     listener_close_seconds: int = Field(30, ge=0, le=3600, description="suspend delay before closing connections")
     repaint_hz: float = Field(4, gt=0, le=30, description="dashboard repaint rate")
+    min_scaled_deadline: float = Field(
+        10, gt=0, description="floor for deadlines scaled by --time-scale (SSH itself is not faster)"
+    )
     deadlines: Deadlines = Deadlines()
     polling: Polling = Polling()
     ssh: SSHSettings = SSHSettings()
@@ -79,8 +82,9 @@ class Settings(BaseSettings):
 
     def scaled(self, factor: float) -> Settings:
         """Deadlines and poll intervals multiplied by the simulator's time scale."""
-        deadlines = Deadlines(**{k: v * factor for k, v in self.deadlines.model_dump().items()})
-        polling = Polling(**{k: max(0.02, v * factor) for k, v in self.polling.model_dump().items()})
+        floor = self.min_scaled_deadline
+        deadlines = Deadlines(**{k: max(floor, v * factor) for k, v in self.deadlines.model_dump().items()})
+        polling = Polling(**{k: max(0.1, v * factor) for k, v in self.polling.model_dump().items()})
         return self.model_copy(update={"deadlines": deadlines, "polling": polling})
 
 

@@ -86,8 +86,10 @@ class Appliance:
         *,
         timeouts: CommandTimeouts | None = None,
         transcript: TranscriptSink | None = None,
+        handshakes: asyncio.Semaphore | None = None,
     ) -> None:
         self.opts = opts
+        self._handshakes = handshakes
         self.name = opts.name
         self.timeouts = timeouts or CommandTimeouts()
         self._transcript = transcript
@@ -95,7 +97,12 @@ class Appliance:
 
     async def session(self) -> CLISession:
         if self._session is None:
-            self._session = await CLISession.open(self.opts, transcript=self._transcript)
+            if self._handshakes is not None:
+                # Bound concurrent handshakes: hundreds at once starve the event loop and the peer.
+                async with self._handshakes:
+                    self._session = await CLISession.open(self.opts, transcript=self._transcript)
+            else:
+                self._session = await CLISession.open(self.opts, transcript=self._transcript)
         return self._session
 
     async def close(self) -> None:
@@ -117,7 +124,7 @@ class Appliance:
                 command, timeout=timeout or self.timeouts.default, answers=answers or [], on_output=on_output
             )
         except ConnectionLost:
-            self._session = None
+            await self.close()
             raise
         except BaseException:
             # A half-finished dialogue leaves the CLI in an unknown place: never reuse it.

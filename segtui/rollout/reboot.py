@@ -1,0 +1,92 @@
+"""RebootPoller: TCP port, SSH login, CLI prompt, `version`, with back-off and a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from segtui.asyncos.errors import ApplianceError, AuthFailed, ConnectFailed, ConnectionLost, HostKeyRejected
+from segtui.asyncos.versions import Version
+from segtui.inventory import ApplianceSpec
+from segtui.rollout.context import RolloutContext
+from segtui.rollout.events import RebootProbed
+
+
+class RebootTimeout(ApplianceError):
+    """The appliance did not come back before the reboot deadline: its state is unknown."""
+
+
+class WrongVersion(ApplianceError):
+    """The appliance rebooted and came back on a version we did not ask for."""
+
+
+class RebootPoller:
+    def __init__(self, ctx: RolloutContext, spec: ApplianceSpec, *, on_down: Callable[[], None]) -> None:
+        self.ctx = ctx
+        self.spec = spec
+        self.on_down = on_down
+
+    async def _tcp_open(self, timeout: float) -> bool:
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(self.spec.host, self.spec.port), timeout)
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except OSError:
+            pass
+        return True
+
+    async def wait_for(self, expected: Version, previous: Version, saw_down: bool, since: float) -> Version:
+        """Poll until `version` answers `expected`; raise WrongVersion, RebootTimeout or a key/auth error."""
+        p = self.ctx.settings.polling
+        deadline = since + self.ctx.settings.deadlines.reboot
+        backoff = p.reboot_initial
+        attempt = 0
+        name = self.spec.name
+
+        def probe(stage: str, error: str | None = None) -> None:
+            self.ctx.emit(RebootProbed(appliance=name, stage=stage, attempt=attempt, since=since,
+                                       deadline=deadline, error=error))
+
+        while True:
+            attempt += 1
+            left = deadline - time.time()
+            if left <= 0:
+                raise RebootTimeout(name, f"did not come back within {self.ctx.settings.deadlines.reboot:g} s "
+                                          f"of the reboot ({attempt - 1} probes); state unknown")
+            probe("tcp")
+            if not await self._tcp_open(min(5.0, left)):
+                if not saw_down:
+                    saw_down = True
+                    self.on_down()
+                probe("tcp", "port closed")
+            else:
+                probe("ssh")
+                appliance = self.ctx.appliance(self.spec, journal_commands=False)
+                try:
+                    await appliance.session()
+                    probe("cli")
+                    probe("version")
+                    info = await asyncio.wait_for(appliance.version(), max(1.0, left))
+                except (HostKeyRejected, AuthFailed):
+                    raise
+                except (ConnectFailed, ConnectionLost, TimeoutError, ApplianceError) as exc:
+                    if not saw_down and isinstance(exc, ConnectFailed | ConnectionLost):
+                        saw_down = True
+                        self.on_down()
+                    probe("ssh", str(exc.message if isinstance(exc, ApplianceError) else exc))
+                else:
+                    if info.version == expected:
+                        return info.version
+                    if info.version == previous and not saw_down:
+                        # Still installing: the reboot has not happened yet.
+                        probe("version", f"still on {previous}: installing")
+                    else:
+                        raise WrongVersion(name, f"came back on {info.version}, expected {expected}")
+                finally:
+                    await appliance.close()
+            await asyncio.sleep(min(backoff, max(0.0, deadline - time.time())))
+            backoff = min(p.reboot_max, backoff * 1.5)

@@ -1,0 +1,1 @@
+"""The local update server: manifest fetching (httpx) and checks."""
