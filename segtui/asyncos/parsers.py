@@ -68,7 +68,8 @@ def find_marker(text: str, markers: tuple[str, ...]) -> str | None:
 
 def _key_values(text: str) -> dict[str, str]:
     out: dict[str, str] = {}
-    for line in normalize(text).splitlines():
+    # Only complete lines count: a line cut short by a dropped session must not parse as a value.
+    for line in normalize(text).split("\n")[:-1]:
         key, sep, value = line.partition(":")
         if sep and key.strip() and key.strip() not in out:
             out[key.strip()] = value.strip()
@@ -114,8 +115,8 @@ class WorkQueueStatus:
         return self.status.lower().startswith("paused")
 
 
-_WQ_STATUS_RE = re.compile(r"Status:\s+(.+)")
-_WQ_MESSAGES_RE = re.compile(r"Messages:\s+([\d,]+)")
+_WQ_STATUS_RE = re.compile(r"Status:[ \t]+(.+)\n")
+_WQ_MESSAGES_RE = re.compile(r"Messages:[ \t]+([\d,]+)[ \t]*\n")
 
 
 def parse_workqueue_status(text: str) -> WorkQueueStatus:
@@ -137,8 +138,8 @@ class StatusDetail:
         return "receiving" in self.system_status.lower() and "suspended" in self.system_status.lower()
 
 
-_SYSTEM_STATUS_RE = re.compile(r"System status:\s+(.+)")
-_WQ_GAUGE_RE = re.compile(r"Messages In Work Queue\s+([\d,]+)")
+_SYSTEM_STATUS_RE = re.compile(r"System status:[ \t]+(.+)\n")
+_WQ_GAUGE_RE = re.compile(r"Messages In Work Queue[ \t]+([\d,]+)[ \t]*\n")
 
 
 def parse_status_detail(text: str) -> StatusDetail:
@@ -232,7 +233,8 @@ def _source_value(value: str) -> str:
 
 def parse_update_settings(text: str) -> UpgradeSource:
     """The `AsyncOS upgrades` rows of updateconfig's printout: first the image table, then the list table."""
-    rows = [m.group(1) for line in normalize(text).splitlines() if (m := _UPGRADE_ROW_RE.match(line))]
+    lines = normalize(text).split("\n")[:-1]  # complete lines only
+    rows = [m.group(1) for line in lines if (m := _UPGRADE_ROW_RE.match(line))]
     if not rows:
         raise ParseError("updateconfig printout has no 'AsyncOS upgrades' row")
     images = _source_value(rows[0])

@@ -314,7 +314,8 @@ class CLISession:
                 lines = lines[1:]
             if lines and parsers.MAIN_PROMPT_RE.search(lines[-1]):
                 lines = lines[:-1]
-            output = "\n".join(lines).strip("\n")
+            # Every line of the answer is complete (the prompt followed it): keep the final newline.
+            output = "\n".join(lines).strip("\n") + "\n"
             if self._transcript is not None:
                 self._transcript(Exchange(command, self.redact(output), started, time.time()))
             if check_unknown and parsers.find_marker(output, parsers.UNKNOWN_COMMAND_MARKERS):

@@ -1,0 +1,1 @@
+"""The Textual dashboard: reads rollout events, sends rollout commands."""
