@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--faults")
     p.add_argument("--inventory-out", type=Path)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--workdir", type=Path, help="where appliances keep their files (default: a temp dir)")
+    p.add_argument("--events-out", type=Path, help="append one line per appliance event (upgrades, reboots)")
 
     for name, text in (("run", "run a rollout"), ("resume", "continue an interrupted rollout")):
         p = sub.add_parser(name, help=text)
@@ -153,9 +155,12 @@ async def cmd_sim(args: argparse.Namespace) -> int:
     from segtui.sim.fleet import FaultSpecError, SimFleet, parse_faults
 
     try:
-        fleet = SimFleet(args.appliances, time_scale=args.time_scale, faults=parse_faults(args.faults), seed=args.seed)
+        fleet = SimFleet(args.appliances, time_scale=args.time_scale, faults=parse_faults(args.faults),
+                         seed=args.seed, workdir=args.workdir, events_out=args.events_out)
     except (FaultSpecError, ValueError) as exc:
         raise InputError([str(exc)]) from None
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
     await fleet.start()
     if args.inventory_out:
         fleet.write_inventory(args.inventory_out)

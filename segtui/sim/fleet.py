@@ -35,9 +35,13 @@ def parse_faults(spec: str | None) -> dict[str, set[str]]:
         if not item:
             continue
         name, sep, fault = item.partition("=")
-        if not sep or not name.strip() or fault.strip() not in FAULTS:
-            raise FaultSpecError(f"--faults: {item!r} is not name=fault (faults: {', '.join(FAULTS)})")
-        out.setdefault(name.strip(), set()).add(fault.strip())
+        drop = fault.startswith("drop@") and len(fault) > 5 and (
+            "#" not in fault or fault.rpartition("#")[2].isdigit())
+        if not sep or not name.strip() or (fault not in FAULTS and not drop):
+            raise FaultSpecError(
+                f"--faults: {item!r} is not name=fault (faults: {', '.join(FAULTS)}, drop@COMMAND[#N])"
+            )
+        out.setdefault(name.strip(), set()).add(fault)
     return out
 
 
@@ -64,6 +68,7 @@ class SimFleet:
         durations: Durations | None = None,
         clusters: bool = True,
         on_event: Callable[[str, str], None] | None = None,
+        events_out: Path | None = None,
     ) -> None:
         if appliances < 1:
             raise ValueError("--appliances must be at least 1")
@@ -77,6 +82,7 @@ class SimFleet:
         self.durations = durations or Durations()
         self.clusters_enabled = clusters
         self.on_event = on_event
+        self.events_out = events_out
         self.nodes: dict[str, SimNode] = {}
         self.clusters: dict[str, Cluster] = {}
         self.update_server: UpdateServer | None = None
@@ -98,6 +104,9 @@ class SimFleet:
 
     def _record(self, name: str, what: str) -> None:
         self.events.append((name, what))
+        if self.events_out is not None:
+            with self.events_out.open("a") as fh:
+                fh.write(f"{name} {what}\n")
         if self.on_event is not None:
             self.on_event(name, what)
 

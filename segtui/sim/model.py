@@ -109,10 +109,22 @@ class SimAppliance:
     reboots: int = 0
     connections_refused: int = 0
     upgrades_done: list[SimVersion] = field(default_factory=list)
+    command_counts: dict[str, int] = field(default_factory=dict)
     _mail_clock: float = field(default_factory=time.monotonic)
 
     def fault(self, name: str) -> bool:
         return name in self.faults
+
+    def drop_now(self, command: str) -> bool:
+        """`drop@cmd` or `drop@cmd#n` faults: the nth time `cmd` is typed, the SSH session drops."""
+        self.command_counts[command] = self.command_counts.get(command, 0) + 1
+        for fault in self.faults:
+            if not fault.startswith("drop@"):
+                continue
+            cmd, _, nth = fault[5:].partition("#")
+            if cmd == command and self.command_counts[command] == int(nth or 1):
+                return True
+        return False
 
     def tick_mail(self, time_scale: float, drain_rate: float) -> int:
         """Advance the work queue to now; mail arrives only while receiving."""

@@ -129,6 +129,10 @@ class SimNode:
         await self.going_down.wait()
         raise SessionClosed()
 
+    def drop_connections(self) -> None:
+        for conn in list(self.connections):
+            conn.abort()
+
     async def _close_network(self) -> None:
         self.going_down.set()
         if self._acceptor is not None:
@@ -255,8 +259,7 @@ class SimNode:
             await self.sleep(install_time / 4)
             out.put_nowait("." * 16 + f" ({(step + 1) * 25}% complete)\n")
             if step == 1 and a.fault("drop-during-upgrade"):
-                for conn in list(self.connections):
-                    conn.abort()
+                self.drop_connections()
         out.put_nowait(" done.\nUpgrade installation finished.\n")
         out.put_nowait(None)
         try:
@@ -283,6 +286,7 @@ class SimNode:
         if new_version is not None and not a.fault("wrong-version"):
             a.upgrades_done.append(new_version)
             a.version = new_version
+            self.event(f"upgraded:{vdotted(new_version)}")
         if a.fault("reboot-hang"):
             a.state = "down"
             self.event("hung")

@@ -83,6 +83,10 @@ class ApplianceShell:
         words = line.split()
         cmd = words[0].lower()
         rest = " ".join(words[1:]).lower()
+        if self.a.drop_now(" ".join(w.lower() for w in words)):
+            self.node.event(f"dropped:{line}")
+            self.node.drop_connections()
+            raise SessionClosed()
         handlers = {
             "version": self.cmd_version,
             "status": self.cmd_status,
@@ -268,6 +272,7 @@ class ApplianceShell:
         await self.node.sleep(min(int(raw), 5) * 0.2)
         self._depth()
         self.a.suspended = True
+        self.node.event("suspended")
         t.line(f"Receiving suspended for {', '.join(chosen)}.")
 
     async def cmd_resume(self) -> None:
@@ -276,6 +281,7 @@ class ApplianceShell:
             return
         self._depth()
         self.a.suspended = False
+        self.node.event("resumed")
         self.term.line()
         self.term.line(f"Receiving resumed for {', '.join(chosen)}.")
 
