@@ -1,0 +1,162 @@
+"""The fault matrix: every simulator fault and a dropped connection in every phase, in one fleet.
+
+One rollout of 20 appliances runs once for the module; each test then checks one row of the matrix
+(docs/FAULTS.md publishes it): the appliance's final state, its real listeners (read from the
+simulator), its update settings, the report and the journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from segtui.rollout.engine import RolloutOptions
+from segtui.rollout.report import build_report
+from tests.conftest import make_rollout, start_fleet
+
+FAULTS: dict[str, set[str]] = {
+    "esa01": {"reboot-hang"},
+    "esa02": {"drain-stuck"},
+    "esa03": {"upgrade-fail"},
+    "esa04": {"drop-during-upgrade"},
+    "esa05": {"wrong-version"},
+    "esa06": {"auth-fail"},
+    "esa07": {"hostkey-change"},
+    "esa09": {"no-manifest"},
+    "esa10": {"flaky"},
+    "esa11": {"drop@saveconfig"},  # backup
+    "esa12": {"drop@updateconfig#2"},  # pointing the update settings
+    "esa13": {"drop@suspendlistener"},  # suspend
+    "esa14": {"drop@workqueue status#2"},  # drain
+    "esa15": {"drop@upgrade"},  # upgrade, before confirmation
+    "esa16": {"drop@version#3"},  # verify after the reboot
+    "esa17": {"drop@resumelistener"},  # resume
+    "esa19": {"drop@updateconfig#3"},  # restoring the update settings
+    "esa20": {"drop@commit#2"},  # committing the restore
+}
+
+# fault -> (state, listeners in the report, listeners really suspended on the appliance, upgraded)
+EXPECTED: dict[str, tuple[str, str, bool, bool]] = {
+    "esa01": ("needs-attention", "unknown", True, True),  # rebooting forever: nobody can know
+    "esa02": ("failed", "active", False, False),
+    "esa03": ("failed", "active", False, False),
+    "esa04": ("done", "active", False, True),
+    "esa05": ("failed", "active", False, False),
+    "esa06": ("failed", "active", False, False),
+    "esa07": ("needs-attention", "unknown", True, True),  # new key: we must not talk to it
+    "esa09": ("failed", "active", False, False),
+    "esa10": ("done", "active", False, True),
+    **{n: ("done", "active", False, True) for n in ("esa11", "esa12", "esa13", "esa14", "esa15", "esa16",
+                                                     "esa17", "esa19", "esa20")},
+    "esa08": ("done", "active", False, True),  # untouched by faults, and a two-hop upgrade
+    "esa18": ("done", "active", False, True),
+}
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    tmp = tmp_path_factory.mktemp("faults")
+    mp = pytest.MonkeyPatch()
+    from tests.conftest import TEST_PASSWORD
+
+    mp.setenv("SEGTUI_PASSWORD", TEST_PASSWORD)
+
+    async def run() -> dict[str, Any]:
+        fleet = await start_fleet(tmp, 20, faults=FAULTS, clusters=False)
+        try:
+            rollout = make_rollout(fleet, tmp, options=RolloutOptions(batch="100%", max_unavailable=10,
+                                                                       max_fail="100%"))
+            outcome = await rollout.run(autostart=True)
+            report = build_report(rollout, outcome)
+            sim = {
+                name: {
+                    "suspended": node.appliance.suspended,
+                    "version": node.appliance.version,
+                    "upgrades": list(node.appliance.upgrades_done),
+                    "listing": node.appliance.committed.listing,
+                    "pending": node.appliance.pending,
+                }
+                for name, node in fleet.nodes.items()
+            }
+            steps = {
+                name: rollout.journal.steps_of(name) for name in fleet.nodes
+            }
+            return {"outcome": outcome, "report": report, "sim": sim, "steps": steps,
+                    "records": rollout.records}
+        finally:
+            await fleet.stop()
+
+    try:
+        return asyncio.run(run())
+    finally:
+        mp.undo()
+
+
+def test_rollout_ends_failed_not_hung(scenario: dict[str, Any]) -> None:
+    assert scenario["outcome"] == "failed"
+    counts = scenario["report"]["counts"]
+    assert counts == {"done": 13, "failed": 5, "needs-attention": 2}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_fault_matrix_row(scenario: dict[str, Any], name: str) -> None:
+    state, listeners, really_suspended, upgraded = EXPECTED[name]
+    row = next(a for a in scenario["report"]["appliances"] if a["name"] == name)
+    sim = scenario["sim"][name]
+    assert row["state"] == state, row
+    assert row["listeners"] == listeners, row
+    assert sim["suspended"] == really_suspended, sim
+    if upgraded:
+        assert sim["upgrades"][-1] == (16, 0, 0, 123) and sim["version"] == (16, 0, 0, 123)
+        # no upgrade done twice: one per version on the path
+        assert len(sim["upgrades"]) == len(set(sim["upgrades"]))
+    else:
+        assert sim["upgrades"] == []
+    if state == "done":
+        assert row["error"] is None and row["version_after"] == "16.0.0-123"
+        assert sim["listing"] == "cisco" and sim["pending"] is None  # update settings put back
+    else:
+        assert row["error"]
+    if state == "failed" and name != "esa06":
+        assert sim["listing"] == "cisco", "a failed appliance gets its update settings back"
+    # the journal says exactly what happened: failures have a failed step with the same message
+    steps = scenario["steps"][name]
+    if state != "done":
+        failed = [s for s in steps if s[3] == 0]
+        assert failed, steps
+        assert any(msg and msg in row["error"] for *_, msg in failed), (failed, row["error"])
+
+
+def test_messages_name_the_problem(scenario: dict[str, Any]) -> None:
+    errors = {a["name"]: a["error"] for a in scenario["report"]["appliances"]}
+    assert "did not come back" in errors["esa01"]
+    assert "drain exceeded its deadline" in errors["esa02"]
+    assert "upgrade" in errors["esa03"].lower()
+    assert "came back on 15.0.0-104" in errors["esa05"]
+    assert "authentication failed" in errors["esa06"]
+    assert "ssh-keyscan" in errors["esa07"] and "known_hosts" in errors["esa07"]
+    assert "No available upgrades" in errors["esa09"]
+
+
+def test_dropped_phases_were_retried(scenario: dict[str, Any]) -> None:
+    for name in ("esa11", "esa12", "esa13", "esa14", "esa15", "esa17", "esa19", "esa20"):
+        steps = scenario["steps"][name]
+        assert any(s[3] == 1 for s in steps)
+        # the dropped step was retried in place: the appliance completed without a failed step
+        assert not [s for s in steps if s[3] == 0], steps
+
+
+def test_hop_appliances_upgraded_twice_only_once_each(scenario: dict[str, Any]) -> None:
+    for name in ("esa08", "esa18"):
+        assert scenario["sim"][name]["upgrades"] == [(15, 0, 0, 104), (16, 0, 0, 123)]
+        assert scenario["records"][name].hops == ["15.0.0-104"]
+
+
+def test_matrix_is_published() -> None:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "FAULTS.md").read_text()
+    for name, faults in FAULTS.items():
+        for fault in faults:
+            assert fault in doc, fault

@@ -1,0 +1,239 @@
+"""The rollout engine end to end against the simulated fleet: procedure, invariants, controls, clusters."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from segtui.rollout.engine import RolloutOptions
+from segtui.rollout.events import RolloutEvent, StepStarted, WorkQueueDepth
+from segtui.rollout.report import build_report, write_report
+from tests.conftest import TARGET, TEST_PASSWORD, make_rollout, start_fleet
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SEGTUI_PASSWORD": TEST_PASSWORD}
+    return subprocess.run([sys.executable, "-m", "segtui", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_demo_headless_20_upgrades_everything(tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    proc = run_cli("demo", "--headless", "--appliances", "20", "--time-scale", "0.002", "--max-unavailable", "5",
+                   "--report", str(report), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    data = json.loads(report.read_text())
+    assert data["outcome"] == "completed" and data["target"] == "16.0.0-123"
+    assert len(data["appliances"]) == 20
+    for a in data["appliances"]:
+        assert a["state"] == "done" and a["version_after"] == "16.0.0-123", a
+        assert a["listeners"] == "active"
+        assert a["error"] is None
+        kinds = [b["kind"] for b in a["backups"]]
+        assert kinds[0] == "config"
+        for b in a["backups"]:
+            path = Path(b["path"])
+            assert path.stat().st_mode & 0o777 == 0o600
+            assert hashlib.sha256(path.read_bytes()).hexdigest() == b["sha256"]
+    before = {a["version_before"] for a in data["appliances"]}
+    assert {"14.2.1-015", "15.0.0-104", "15.5.1-055"} <= before
+    hopped = [a for a in data["appliances"] if a["version_before"] == "14.2.1-015"]
+    assert hopped and all(a["hops"] == ["15.0.0-104"] for a in hopped)
+    md = report.with_suffix(".md").read_text()
+    assert "Outcome: completed" in md and "esa20" in md
+    assert "cluster mailcluster: every machine reconnected" in md
+    assert TEST_PASSWORD not in proc.stdout + proc.stderr + md + report.read_text()
+
+
+async def test_no_upgrade_while_mail_in_queue_and_listeners_resumed(tmp_path: Path) -> None:
+    fleet = await start_fleet(tmp_path, 4, clusters=False)
+    try:
+        rollout = make_rollout(fleet, tmp_path, options=RolloutOptions(max_unavailable=2))
+        depth_at_upgrade: dict[str, int] = {}
+        reported: list[int] = []
+
+        def watch(ev: RolloutEvent) -> None:
+            if isinstance(ev, WorkQueueDepth) and ev.draining:
+                reported.append(ev.depth)
+            if isinstance(ev, StepStarted) and ev.step.value == "upgrade":
+                # Read the simulator's own truth at the moment the upgrade step starts.
+                a = fleet.nodes[ev.appliance].appliance
+                depth_at_upgrade[ev.appliance] = a.tick_mail(fleet.time_scale, fleet.durations.drain_rate)
+
+        rollout.subscribe(watch)
+        outcome = await rollout.run(autostart=True)
+        assert outcome == "completed"
+        assert depth_at_upgrade and all(d == 0 for d in depth_at_upgrade.values())
+        assert reported and max(reported) > 0  # the drain was live, not assumed
+        for node in fleet.nodes.values():
+            a = node.appliance
+            assert not a.suspended and a.version == (16, 0, 0, 123)
+            assert a.upgrades_done == [(16, 0, 0, 123)]  # exactly one upgrade each
+            # update settings put back as they were (Cisco servers)
+            assert a.committed.listing == "cisco" and a.committed.images == "cisco"
+            assert a.pending is None
+        # the journal has every step and command, without the password
+        db = rollout.journal.db
+        steps = db.execute("SELECT COUNT(*) FROM steps WHERE ok = 1").fetchone()[0]
+        assert steps >= 4 * 9
+        dump = "\n".join(str(r) for r in db.execute("SELECT * FROM commands"))
+        assert "suspendlistener" in dump and "upgrade" in dump
+        assert TEST_PASSWORD not in dump
+        assert oct(os.stat(rollout.journal.path).st_mode & 0o777) == "0o600"
+    finally:
+        await fleet.stop()
+
+
+async def test_original_own_server_settings_are_restored(tmp_path: Path) -> None:
+    fleet = await start_fleet(tmp_path, 2, clusters=False)
+    try:
+        a = fleet.nodes["esa01"].appliance
+        a.committed.images = "mirror.corp:8080"
+        a.committed.listing = "http://mirror.corp:8080/asyncos/old.xml"
+        rollout = make_rollout(fleet, tmp_path)
+        assert await rollout.run(autostart=True) == "completed"
+        assert a.committed.images == "mirror.corp:8080"
+        assert a.committed.listing == "http://mirror.corp:8080/asyncos/old.xml"
+        # the feature-key service that uses its own server was never touched
+        assert fleet.nodes["esa02"].appliance.committed.feature_keys == "keys.lab.example.com:80"
+    finally:
+        await fleet.stop()
+
+
+async def test_capacity_groups_and_cluster_one_at_a_time(tmp_path: Path) -> None:
+    fleet = await start_fleet(tmp_path, 8)
+    try:
+        rollout = make_rollout(fleet, tmp_path, options=RolloutOptions(batch="100%", max_unavailable=2))
+        concurrent: dict[str, int] = {}
+        peak: dict[str, int] = {}
+        cluster_peak = [0]
+        active_cluster: set[str] = set()
+        from segtui.rollout.events import ApplianceStateChanged
+
+        def watch(ev: RolloutEvent) -> None:
+            if isinstance(ev, ApplianceStateChanged):
+                spec = rollout.specs[ev.appliance]
+                if ev.state.value == "running":
+                    concurrent[spec.group] = concurrent.get(spec.group, 0) + 1
+                    if spec.cluster:
+                        active_cluster.add(ev.appliance)
+                else:
+                    concurrent[spec.group] = concurrent.get(spec.group, 0) - 1
+                    active_cluster.discard(ev.appliance)
+                peak[spec.group] = max(peak.get(spec.group, 0), concurrent[spec.group])
+                cluster_peak[0] = max(cluster_peak[0], len(active_cluster))
+
+        rollout.subscribe(watch)
+        assert await rollout.run(autostart=True) == "completed"
+        assert max(peak.values()) <= 2 and cluster_peak[0] == 1
+        assert all(n.appliance.cluster_connected for n in fleet.nodes.values() if n.appliance.cluster)
+    finally:
+        await fleet.stop()
+
+
+async def test_abort_makes_in_flight_safe(tmp_path: Path) -> None:
+    fleet = await start_fleet(tmp_path, 4, clusters=False, faults={"esa01": {"drain-stuck"}})
+    try:
+        rollout = make_rollout(fleet, tmp_path, options=RolloutOptions(batch="100%", max_unavailable=4))
+        task = asyncio.create_task(rollout.run(autostart=True))
+        # wait until esa01 is draining (suspended, queue stuck)
+        for _ in range(400):
+            if rollout.records["esa01"].step == "drain":
+                break
+            await asyncio.sleep(0.02)
+        assert fleet.nodes["esa01"].appliance.suspended
+        rollout.abort()
+        outcome = await asyncio.wait_for(task, 60)
+        assert outcome == "aborted"
+        rec = rollout.records["esa01"]
+        assert rec.state == "pending" and rec.listeners == "active"
+        assert not fleet.nodes["esa01"].appliance.suspended
+        assert fleet.nodes["esa01"].appliance.committed.listing == "cisco"
+        for name, r in rollout.records.items():
+            # nothing half-done: either upgraded and resumed, or untouched and resumed
+            assert r.state in ("done", "pending"), (name, r.state)
+            assert not fleet.nodes[name].appliance.suspended
+        assert rollout.journal.db.execute("SELECT COUNT(*) FROM actions WHERE action='abort'").fetchone()[0] == 1
+    finally:
+        await fleet.stop()
+
+
+async def test_pause_skip_retry_and_listener_controls(tmp_path: Path) -> None:
+    fleet = await start_fleet(tmp_path, 4, clusters=False, faults={"esa02": {"upgrade-fail"}})
+    try:
+        rollout = make_rollout(fleet, tmp_path, exit_on_pause=False,
+                               options=RolloutOptions(batch="1", max_unavailable=1, max_fail="0"))
+        # operator suspends and resumes esa04's listeners before anything runs
+        result = await rollout.set_listeners(["esa04"], suspend=True)
+        assert result == {"esa04": "suspended"} and fleet.nodes["esa04"].appliance.suspended
+        result = await rollout.set_listeners(["esa04"], suspend=False)
+        assert result == {"esa04": "active"} and not fleet.nodes["esa04"].appliance.suspended
+        assert rollout.skip("esa03") == "esa03: skipped"
+        task = asyncio.create_task(rollout.run(autostart=True))
+        for _ in range(1000):
+            if rollout.state.value == "paused":
+                break
+            await asyncio.sleep(0.02)
+        assert rollout.state.value == "paused" and "failure budget" in rollout.pause_reason
+        assert rollout.records["esa02"].state == "failed"
+        assert not fleet.nodes["esa02"].appliance.suspended  # resumed after the failure
+        assert rollout.records["esa04"].state == "pending"  # nothing new started while paused
+        # fix the appliance and retry it; unpause
+        fleet.nodes["esa02"].appliance.faults.clear()
+        assert rollout.retry("esa02") == "esa02: queued again"
+        rollout.resume()
+        outcome = await asyncio.wait_for(task, 120)
+        assert outcome == "completed"
+        assert {n: r.state for n, r in rollout.records.items()} == {
+            "esa01": "done", "esa02": "done", "esa03": "skipped", "esa04": "done"}
+        actions = [r[0] for r in rollout.journal.db.execute("SELECT action FROM actions ORDER BY id")]
+        for a in ("suspend-listeners", "resume-listeners", "skip", "retry", "unpause"):
+            assert a in actions
+        report = build_report(rollout, outcome)
+        write_report(report, tmp_path / "r.json")
+        assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o600
+    finally:
+        await fleet.stop()
+
+
+async def test_failure_budget_counts_whole_rollout(tmp_path: Path) -> None:
+    faults = {"esa01": {"upgrade-fail"}, "esa03": {"no-manifest"}}
+    fleet = await start_fleet(tmp_path, 6, clusters=False, faults=faults)
+    try:
+        # batches of 2: one failure per batch never exceeds a per-batch count, but the total does
+        rollout = make_rollout(fleet, tmp_path, options=RolloutOptions(batch="2", max_fail="1", max_unavailable=2))
+        outcome = await rollout.run(autostart=True)
+        assert outcome == "paused"
+        assert "failure budget spent: 2 failed, 1 allowed" in rollout.pause_reason
+        assert sum(1 for r in rollout.records.values() if r.state == "pending") >= 2
+    finally:
+        await fleet.stop()
+
+
+async def test_target_check_and_plan_via_cli(tmp_path: Path) -> None:
+    fleet = await start_fleet(tmp_path, 3, clusters=False, faults={"esa02": {"auth-fail"}})
+    try:
+        inv = str(fleet.inventory_path)
+        check = await asyncio.to_thread(run_cli, "check", "--inventory", inv, "--target", str(TARGET), cwd=tmp_path)
+        assert check.returncode == 3, check.stdout + check.stderr
+        assert "BAD esa02" in check.stdout and "authentication failed" in check.stdout
+        assert "ok  manifest" in check.stdout
+        plan = await asyncio.to_thread(run_cli, "plan", "--inventory", inv, "--target", str(TARGET),
+                                       "--batch", "1,50%", cwd=tmp_path)
+        assert plan.returncode == 0, plan.stderr
+        assert "batch 1: esa01" in plan.stdout
+        assert "suspendlistener > 1. All" in plan.stdout and "phoebe-15-0-0-104.xml" in plan.stdout
+        run = await asyncio.to_thread(run_cli, "run", "--headless", "--inventory", inv, "--target", str(TARGET),
+                                      cwd=tmp_path)
+        assert run.returncode == 3 and "nothing was changed" in run.stderr
+        assert all(n.appliance.committed.listing == "cisco" for n in fleet.nodes.values())
+        assert not any(n.appliance.suspended for n in fleet.nodes.values())
+    finally:
+        await fleet.stop()
