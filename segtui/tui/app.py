@@ -117,10 +117,11 @@ class SegtuiApp(App[str]):
 
     # --- themes --------------------------------------------------------------------------------
     def _apply_theme(self, name: str) -> None:
-        for other in THEMES:
-            self.remove_class(f"-theme-{other}")
-        self.add_class(f"-theme-{name}")
+        # Textual owns the `-theme-*` classes; ours are `-segtui-*`, set after its colour theme.
         self.theme = BASE_THEME[name]
+        for other in THEMES:
+            self.remove_class(f"-segtui-{other}")
+        self.add_class(f"-segtui-{name}")
         self.theme_name = name
 
     def action_next_theme(self) -> None:
@@ -258,7 +259,7 @@ class SegtuiApp(App[str]):
     @on(DataTable.HeaderSelected)
     def _header_clicked(self, event: DataTable.HeaderSelected) -> None:
         label = str(event.label).lower()
-        mapping = {"appliance": "name", "group": "group", "state": "state", "version": "version",
+        mapping = {"name": "name", "group": "group", "state": "state", "version": "version",
                    "queue": "depth", "progress": "percent"}
         if label in mapping:
             table = self._table()

@@ -22,7 +22,7 @@ STATE_STYLE = {
     "skipped": "yellow",
 }
 IN_FLIGHT_STYLE = "bold cyan"
-COLUMNS = ("", "Appliance", "Group", "Cluster", "Version", "State", "Listeners", "Queue", "Progress",
+COLUMNS = ("", "Name", "Group", "Cluster", "Version", "State", "Listeners", "Queue", "Progress",
            "Elapsed", "Last message")
 SORT_KEYS = ("name", "group", "state", "version", "depth", "percent")
 
@@ -67,10 +67,11 @@ class FleetHeader(Static):
         text.append(f"  batch {batch} of {max(total, batch)}  ")
         c = m.counts()
         for key, style in (("done", "green"), ("in flight", "cyan"), ("failed", "red"), ("pending", "dim"),
-                           ("needs-attention", "magenta"), ("skipped", "yellow")):
+                           ("needs-attention", "bold magenta"), ("skipped", "yellow")):
+            if key in ("skipped", "needs-attention") and not c[key]:
+                continue  # shown only when they happen, to keep the header on one line
             text.append(f"{key} {c[key]}", style=style)
             text.append("  ")
-        text.append("  ")
         elapsed = m.clock() - r.started_at if r.started_at else None
         text.append(f"elapsed {fmt_duration(elapsed)}  ETA {fmt_duration(m.eta())}")
         if r.state == RolloutState.PAUSED and r.pause_reason:
@@ -92,7 +93,7 @@ class FleetTable(DataTable[Text | str]):
         self.shown: list[str] = []
 
     def on_mount(self) -> None:
-        widths = (1, 8, 5, 11, 21, 15, 9, 5, 11, 6, None)
+        widths = (1, 8, 5, 8, 21, 15, 9, 5, 11, 6, 40)
         for label, width in zip(COLUMNS, widths, strict=True):
             self.add_column(label, key=label or "mark", width=width)
         self.rebuild()
@@ -242,7 +243,8 @@ class UpgradeProgressPanel(Static):
         if len(rows) > 14:
             table.add_row("", f"+{len(rows) - 14} more", "", "")
         if not rows:
-            table.add_row(Text("nothing in flight", style="dim"), "", "", "")
+            self.update(Group(head, Text("nothing in flight", style="dim")))
+            return
         self.update(Group(head, table))
 
 
@@ -272,5 +274,6 @@ class RebootPanel(Static):
                 Text((st.error or "")[:40], style="dim"),
             )
         if not m.reboots:
-            table.add_row(Text("no appliance rebooting", style="dim"), "", "", "", "", "")
+            self.update(Group(table, Text("no appliance rebooting", style="dim")))
+            return
         self.update(table)

@@ -1,0 +1,341 @@
+"""The dashboard: Pilot against the simulated fleet, snapshots, coalesced repaint, and a real tmux terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import asyncssh
+import pytest
+
+from segtui.asyncos.versions import Version
+from segtui.inventory import load_inventory
+from segtui.rollout.engine import Rollout, RolloutOptions
+from segtui.rollout.events import (
+    ApplianceStateChanged,
+    BatchStarted,
+    ListenersChanged,
+    RebootProbed,
+    State,
+    Step,
+    StepStarted,
+    UpgradeProgressed,
+    WorkQueueDepth,
+)
+from segtui.rollout.journal import Journal
+from segtui.settings import load_settings
+from segtui.tui.app import SegtuiApp
+from segtui.tui.screens import ConfirmScreen, HelpScreen, TypeNameScreen
+from segtui.tui.widgets import FleetTable
+from tests.conftest import TEST_PASSWORD, make_rollout, start_fleet
+
+SIZE = (160, 45)
+T0 = 1_795_000_000.0
+
+
+async def wait_until(pilot, cond, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        await pilot.pause(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def text_of(widget: object) -> str:
+    """The plain text a Static shows (Rich renderables rendered without colour)."""
+    from rich.console import Console
+
+    console = Console(width=200, record=True, color_system=None)
+    console.print(widget.content)  # type: ignore[attr-defined]
+    return console.export_text()
+
+
+def table_cell(app: SegtuiApp, name: str, column: str) -> str:
+    table = app.query_one(FleetTable)
+    return str(table.get_cell(name, column))
+
+
+async def test_g_y_runs_the_rollout_with_live_panels(tmp_path: Path) -> None:
+    fleet = await start_fleet(tmp_path, 4, clusters=False)
+    try:
+        rollout = make_rollout(fleet, tmp_path, exit_on_pause=False,
+                               options=RolloutOptions(max_unavailable=2, batch="2"))
+        app = SegtuiApp(rollout)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause(0.3)
+            assert rollout.state.value == "ready"
+            table = app.query_one(FleetTable)
+            assert table.shown == ["esa01", "esa02", "esa03", "esa04"] and table.cursor_row == 0
+            await pilot.press("g")
+            assert isinstance(app.screen, ConfirmScreen)
+            await pilot.press("y")
+            await wait_until(pilot, lambda: any(stage in text_of(app.query_one("#reboots"))
+                                                for stage in ("TCP", "SSH", "CLI", "VERSION")))
+            progress = text_of(app.query_one("#progress"))
+            assert "batch 1" in progress
+            await wait_until(pilot, lambda: app.outcome is not None, 120)
+            await pilot.pause(0.6)
+            assert app.outcome == "completed"
+            for name in ("esa01", "esa02", "esa03", "esa04"):
+                assert table_cell(app, name, "State") == "done"
+                assert table_cell(app, name, "Listeners") == "active"
+            header = text_of(app.query_one("#header"))
+            assert "done 4" in header and "[done]" in header
+            # the drain was shown live: depths above zero, then zero, per appliance
+            for row in app.model.rows.values():
+                assert max(row.depth_history) > 0 and row.depth_history[-1] == 0
+    finally:
+        await fleet.stop()
+
+
+async def test_suspend_and_resume_listeners_from_the_keyboard(tmp_path: Path) -> None:
+    fleet = await start_fleet(tmp_path, 3, clusters=False)
+    try:
+        rollout = make_rollout(fleet, tmp_path, exit_on_pause=False)
+        app = SegtuiApp(rollout)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause(0.2)
+            await pilot.press("down")  # esa02
+            await pilot.press("s")
+            assert isinstance(app.screen, ConfirmScreen) and "esa02" in app.screen.question
+            await pilot.press("y")
+            await wait_until(pilot, lambda: table_cell(app, "esa02", "Listeners") == "suspended", 10)
+            assert fleet.nodes["esa02"].appliance.suspended
+            await pilot.press("r", "y")
+            await wait_until(pilot, lambda: table_cell(app, "esa02", "Listeners") == "active", 10)
+            assert not fleet.nodes["esa02"].appliance.suspended
+            # marks: space on two rows, then suspend both
+            await pilot.press("up", "space", "space")
+            assert app.query_one(FleetTable).marks == {"esa01", "esa02"}
+            await pilot.press("s")
+            assert "esa01, esa02" in app.screen.question  # type: ignore[attr-defined]
+            await pilot.press("n")
+            assert not fleet.nodes["esa01"].appliance.suspended
+            assert rollout.state.value == "ready"  # nothing started
+    finally:
+        await fleet.stop()
+
+
+def static_rollout(tmp_path: Path, environment: str = "lab", n: int = 8) -> Rollout:
+    key = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
+    (tmp_path / "known_hosts").write_text(f"esa.example.com {key}")
+    rows = "".join(
+        f'[[appliance]]\nname = "esa{i:02d}"\nhost = "esa{i:02d}.example.com"\ngroup = "dc{i % 2 + 1}"\n'
+        + ('cluster = "mailcluster"\n' if i > n - 2 else "") for i in range(1, n + 1)
+    )
+    inv = tmp_path / "inventory.toml"
+    inv.write_text(f'[fleet]\nname = "emea-prod"\nenvironment = "{environment}"\n'
+                   f'update_server = "http://updates.example.com"\n[defaults]\npassword_env = "SEGTUI_PASSWORD"\n'
+                   f"{rows}")
+    inventory = load_inventory(inv)
+    settings = load_settings().model_copy(update={"state_dir": tmp_path / "state"})
+    journal = Journal(settings.state_dir / "journal.sqlite")
+    rollout = Rollout(inventory, settings, Version.parse("16.0.0-123"), journal, RolloutOptions())
+    rollout.begin()
+    return rollout
+
+
+async def test_readonly_hides_and_refuses_changes(tmp_path: Path) -> None:
+    rollout = static_rollout(tmp_path)
+    app = SegtuiApp(rollout, readonly=True, run_rollout=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("g", "s", "a", "x")
+        await pilot.pause(0.1)
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert rollout.state.value == "ready"
+        footer_keys = {key for key, b in app.active_bindings.items() if b.binding.show and b.enabled}
+        assert "g" not in footer_keys and "s" not in footer_keys and "question_mark" in footer_keys
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+
+
+async def test_production_fleet_wide_actions_need_the_fleet_name(tmp_path: Path) -> None:
+    rollout = static_rollout(tmp_path, "production")
+    app = SegtuiApp(rollout, run_rollout=False)
+    async with app.run_test(size=SIZE) as pilot:
+        header = text_of(app.query_one("#header"))
+        assert "PRODUCTION" in header
+        await pilot.press("g")
+        assert isinstance(app.screen, TypeNameScreen)
+        await pilot.press("y", "enter")  # 'y' is not the fleet's name
+        await pilot.pause(0.1)
+        assert rollout.state.value == "ready"
+        await pilot.press("g")
+        await pilot.press(*"emea-prod", "enter")
+        await pilot.pause(0.1)
+        assert rollout.state.value == "running"
+
+
+async def test_filter_sort_detail_and_quit_asks(tmp_path: Path) -> None:
+    rollout = static_rollout(tmp_path)
+    rollout.journal.command("esa03", "workqueue status", "Status: Operational\nMessages: 12\n")
+    rollout.journal.step_finished(rollout.journal.step_started("esa03", "precheck"), True)
+    app = SegtuiApp(rollout, run_rollout=False)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.query_one(FleetTable)
+        await pilot.press("slash", *"esa03")
+        await pilot.pause(0.1)
+        assert table.shown == ["esa03"]
+        await pilot.press("enter")  # keep the filter, back to the table
+        await pilot.press("enter")  # detail
+        await pilot.pause(0.2)
+        assert type(app.screen).__name__ == "ApplianceDetailScreen"
+        await pilot.press("escape")
+        await pilot.press("escape")  # clears the filter
+        await pilot.pause(0.1)
+        assert len(table.shown) == 8
+        await pilot.press("o")  # sort by group
+        assert table.sort_key == "group" and table.shown[0] == "esa02"
+        rollout.start()
+        await pilot.press("q")
+        assert isinstance(app.screen, ConfirmScreen) and "segtui resume" in app.screen.question
+
+
+async def test_repaint_is_coalesced_whatever_the_event_rate(tmp_path: Path) -> None:
+    rollout = static_rollout(tmp_path, n=200)
+    app = SegtuiApp(rollout, run_rollout=False, repaint_hz=4)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.query_one(FleetTable)
+        calls = {"repaint": 0, "update_cell": 0}
+        original_repaint, original_update = table.repaint, table.update_cell
+
+        def counting_repaint(dirty: set[str]) -> None:
+            calls["repaint"] += 1
+            original_repaint(dirty)
+
+        def counting_update(*a, **k):  # type: ignore[no-untyped-def]
+            calls["update_cell"] += 1
+            return original_update(*a, **k)
+
+        table.repaint = counting_repaint  # type: ignore[method-assign]
+        table.update_cell = counting_update  # type: ignore[method-assign]
+        start = time.monotonic()
+        events = 0
+        while time.monotonic() - start < 1.5:
+            for i in range(1, 201):
+                rollout._emit(WorkQueueDepth(appliance=f"esa{i:02d}" if i < 100 else f"esa{i}", depth=i,
+                                             draining=True))
+                events += 1
+            await asyncio.sleep(0)
+        elapsed = time.monotonic() - start
+        await pilot.pause(0.3)
+        assert events > 5000
+        # one repaint per timer tick, not per event
+        assert calls["repaint"] <= elapsed * 4 + 3, calls
+        assert calls["update_cell"] <= calls["repaint"] * 200 * 11, calls
+
+
+# --- snapshots (sync functions, as pytest-textual-snapshot requires) ------------------------------
+
+def _busy_app(tmp_path: Path) -> SegtuiApp:
+    rollout = static_rollout(tmp_path)
+    rollout.started_at = T0
+    rollout.state = rollout.state.RUNNING
+    app = SegtuiApp(rollout, run_rollout=False, clock=lambda: T0 + 754)
+
+    def feed() -> None:
+        e = rollout._emit
+        e(BatchStarted(index=2, total=4, appliances=("esa01", "esa02", "esa03", "esa04"), ts=T0))
+        for name, state in (("esa05", State.DONE), ("esa06", State.FAILED)):
+            e(StepStarted(appliance=name, step=Step.PRECHECK, ts=T0))
+            e(ApplianceStateChanged(appliance=name, state=state, version="15.0.0-104",
+                                    error="drain exceeded its deadline of 1800 s" if state == State.FAILED else None,
+                                    ts=T0 + 300))
+        e(StepStarted(appliance="esa01", step=Step.DRAIN, ts=T0 + 10))
+        e(ListenersChanged(appliance="esa01", listeners="suspended", ts=T0 + 11))
+        for d in (900, 700, 420, 260, 90, 12):
+            e(WorkQueueDepth(appliance="esa01", depth=d, draining=True, ts=T0 + 20))
+        e(UpgradeProgressed(appliance="esa01", phase="drain", percent=28, ts=T0 + 20))
+        e(StepStarted(appliance="esa02", step=Step.UPGRADE, ts=T0 + 10))
+        e(UpgradeProgressed(appliance="esa02", phase="install", percent=61, line="Installing application...",
+                            ts=T0 + 30))
+        e(StepStarted(appliance="esa03", step=Step.REBOOT, ts=T0 + 10))
+        e(ListenersChanged(appliance="esa03", listeners="suspended", ts=T0 + 11))
+        e(UpgradeProgressed(appliance="esa03", phase="reboot", percent=80, ts=T0 + 30))
+        e(RebootProbed(appliance="esa03", stage="ssh", attempt=7, since=T0 + 500, deadline=T0 + 2300,
+                       error="connection refused", ts=T0 + 600))
+        for i, name in enumerate(app.model.rows):
+            for d in (300 + 40 * i, 320 + 30 * i, 280 + 50 * i):
+                e(WorkQueueDepth(appliance=name, depth=d, draining=False, ts=T0)) if name not in (
+                    "esa01",) else None
+        for v in (5000, 5200, 4800, 3900, 3100, 2600):
+            app.model.fleet_depth.append(v)
+
+    app.call_later(feed)
+    return app
+
+
+def test_snapshot_ready(snap_compare, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    app = SegtuiApp(static_rollout(tmp_path), run_rollout=False, clock=lambda: T0)
+    assert snap_compare(app, terminal_size=SIZE)
+
+
+def test_snapshot_mid_rollout(snap_compare, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert snap_compare(_busy_app(tmp_path), terminal_size=SIZE, run_before=_settle)
+
+
+def test_snapshot_help(snap_compare, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    app = SegtuiApp(static_rollout(tmp_path), run_rollout=False, clock=lambda: T0)
+    assert snap_compare(app, terminal_size=SIZE, press=["question_mark"])
+
+
+def test_snapshot_confirm_production(snap_compare, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    app = SegtuiApp(static_rollout(tmp_path, "production"), run_rollout=False, clock=lambda: T0)
+    assert snap_compare(app, terminal_size=SIZE, press=["g"])
+
+
+def test_snapshot_high_contrast_theme(snap_compare, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert snap_compare(_busy_app(tmp_path), terminal_size=SIZE, press=["t", "t"], run_before=_settle)
+
+
+async def _settle(pilot) -> None:  # type: ignore[no-untyped-def]
+    await pilot.pause(0.3)
+    pilot.app.repaint()
+    await pilot.pause(0.1)
+
+
+# --- a real terminal ------------------------------------------------------------------------------
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
+def test_demo_in_a_real_terminal_under_tmux(tmp_path: Path) -> None:
+    session = f"segtui-demo-{os.getpid()}"
+    cmd = (f"cd {tmp_path} && SEGTUI_PASSWORD='{TEST_PASSWORD}' {sys.executable} -m segtui demo --appliances 4 "
+           f"--time-scale 0.002 --max-unavailable 2 --report {tmp_path / 'report.json'}; echo EXIT=$?; sleep 30")
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "170", "-y", "45", cmd], check=True)
+
+    def screen() -> str:
+        return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+
+    def wait_for(text: str, timeout: float = 60) -> str:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            s = screen()
+            if text in s:
+                return s
+            time.sleep(0.2)
+        raise AssertionError(f"{text!r} not on screen:\n{screen()}")
+
+    def keys(*k: str) -> None:
+        subprocess.run(["tmux", "send-keys", "-t", session, *k], check=True)
+
+    try:
+        s = wait_for("[ready]")
+        assert "LAB · sim-lab" in s and "esa01" in s and "esa04" in s and "Reboot polling" in s
+        keys("g")
+        wait_for("Start the rollout of 4 appliances")
+        keys("y")
+        wait_for("[running]", 20)
+        wait_for("[done]", 120)
+        s = wait_for("done 4", 10)
+        (tmp_path / "screen.txt").write_text(s)
+        keys("q")
+        s = wait_for("EXIT=", 20)
+        assert "EXIT=0" in s and "outcome: completed" in s
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
