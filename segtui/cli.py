@@ -58,8 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--target", required=True, help="AsyncOS version, e.g. 16.0.0-123")
         _add_rollout_options(p)
 
-    for name, text in (("check", "pre-flight the whole fleet; changes nothing"),
-                       ("plan", "print batches and the exact CLI commands; changes nothing")):
+    for name, text in (
+        ("check", "pre-flight the whole fleet; changes nothing"),
+        ("plan", "print batches and the exact CLI commands; changes nothing"),
+    ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--inventory", type=Path, required=True)
         p.add_argument("--target", required=True)
@@ -101,8 +103,11 @@ def _options(args: argparse.Namespace, settings: Settings, saved: dict[str, Any]
     from segtui.rollout.batches import parse_batch_spec, parse_failure_budget
     from segtui.rollout.engine import RolloutOptions
 
-    base = RolloutOptions(**saved) if saved else RolloutOptions(max_unavailable=settings.max_unavailable,
-                                                                 concurrency=settings.concurrency)
+    base = (
+        RolloutOptions(**saved)
+        if saved
+        else RolloutOptions(max_unavailable=settings.max_unavailable, concurrency=settings.concurrency)
+    )
     if getattr(args, "batch", None):
         parse_batch_spec(args.batch)
         base.batch = args.batch
@@ -155,8 +160,14 @@ async def cmd_sim(args: argparse.Namespace) -> int:
     from segtui.sim.fleet import FaultSpecError, SimFleet, parse_faults
 
     try:
-        fleet = SimFleet(args.appliances, time_scale=args.time_scale, faults=parse_faults(args.faults),
-                         seed=args.seed, workdir=args.workdir, events_out=args.events_out)
+        fleet = SimFleet(
+            args.appliances,
+            time_scale=args.time_scale,
+            faults=parse_faults(args.faults),
+            seed=args.seed,
+            workdir=args.workdir,
+            events_out=args.events_out,
+        )
     except (FaultSpecError, ValueError) as exc:
         raise InputError([str(exc)]) from None
     if args.workdir:
@@ -168,8 +179,10 @@ async def cmd_sim(args: argparse.Namespace) -> int:
         print(line)
     if args.inventory_out:
         print(f"inventory also written to {args.inventory_out}")
-    print(f"password: ${fleet.password_env} if set, else the default (see README); Ctrl+C stops the fleet",
-          flush=True)
+    print(
+        f"password: ${fleet.password_env} if set, else the default (see README); Ctrl+C stops the fleet",
+        flush=True,
+    )
     try:
         await asyncio.Event().wait()
     finally:
@@ -200,16 +213,20 @@ async def cmd_check_plan(args: argparse.Namespace) -> int:
     options = _options(args, settings)
     versions = {} if args.offline else await read_versions(ctx)
     batches = plan_batches(ctx, options)
-    print(f"plan: {inventory.name} ({inventory.environment}) to {target}, {len(batches)} batches, "
-          f"max {options.max_unavailable} unavailable per group, failure budget {options.max_fail}")
+    print(
+        f"plan: {inventory.name} ({inventory.environment}) to {target}, {len(batches)} batches, "
+        f"max {options.max_unavailable} unavailable per group, failure budget {options.max_fail}"
+    )
     for i, names in enumerate(batches, start=1):
         print(f"\nbatch {i}: {', '.join(names)}")
         for name in names:
             spec = inventory.by_name(name)
             check = versions.get(name)
             current = check.version if check else None
-            print(f"  {name} ({spec.host}:{spec.port}, group {spec.group}"
-                  f"{', cluster ' + spec.cluster if spec.cluster else ''}) {current or '?'} -> {target}")
+            print(
+                f"  {name} ({spec.host}:{spec.port}, group {spec.group}"
+                f"{', cluster ' + spec.cluster if spec.cluster else ''}) {current or '?'} -> {target}"
+            )
             for cmd in plan_commands(ctx, spec, current):
                 print(f"    {cmd}")
     return EXIT_OK
@@ -263,8 +280,12 @@ async def cmd_run(args: argparse.Namespace) -> int:
     try:
         journal = Journal(settings.state_dir / "journal.sqlite")
         if journal.unfinished(str(inventory.path)):
-            raise InputError([f"{inventory.path}: an interrupted rollout exists; continue it with "
-                              f"`segtui resume --inventory {args.inventory}`"])
+            raise InputError(
+                [
+                    f"{inventory.path}: an interrupted rollout exists; continue it with "
+                    f"`segtui resume --inventory {args.inventory}`"
+                ]
+            )
         rollout = Rollout(inventory, settings, target, journal, options, exit_on_pause=args.headless)
         if not await _preflight_or_refuse(rollout):
             return EXIT_PREFLIGHT
@@ -340,8 +361,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
         inventory = _inventory(fleet.inventory_path)
         options = _options(args, settings)
         journal = Journal(settings.state_dir / "journal.sqlite")
-        rollout = Rollout(inventory, settings, _target(vdotted(NEWEST)), journal, options,
-                          exit_on_pause=args.headless)
+        rollout = Rollout(inventory, settings, _target(vdotted(NEWEST)), journal, options, exit_on_pause=args.headless)
         if args.headless:
             print("\n".join(fleet.summary()[:4]), flush=True)
         rollout.begin()

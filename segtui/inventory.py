@@ -134,7 +134,7 @@ def load_inventory(path: Path, *, environ: dict[str, str] | None = None) -> Inve
     try:
         parsed = InventoryFile.model_validate(data)
     except ValidationError as exc:
-        problems = []
+        errors = []
         for err in exc.errors():
             where = _loc(path, tuple(err["loc"]), data)
             msg = err["msg"]
@@ -142,8 +142,8 @@ def load_inventory(path: Path, *, environ: dict[str, str] | None = None) -> Inve
                 msg = "required key is missing"
             elif err["type"] == "extra_forbidden":
                 msg = "unknown key"
-            problems.append(f"{path}: {where}: {msg}")
-        raise InputError(problems) from None
+            errors.append(f"{path}: {where}: {msg}")
+        raise InputError(errors) from None
 
     problems: list[str] = []
     seen: dict[str, int] = {}

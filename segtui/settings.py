@@ -102,8 +102,6 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         return _FileSettings(**overrides)
     except ValidationError as exc:
         label = f"{source}" if source.is_file() else "SEGTUI_* environment"
-        raise InputError(
-            [f"{label}: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
-        ) from None
+        raise InputError([f"{label}: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]) from None
     except ValueError as exc:  # bad TOML in the file
         raise InputError([f"{source}: not valid TOML: {exc}"]) from None

@@ -39,8 +39,9 @@ def test_settings(state_dir: Path, **update: object) -> Settings:
     return s.model_copy(update={"state_dir": state_dir, **update})
 
 
-async def start_fleet(tmp_path: Path, n: int, faults: dict[str, set[str]] | None = None,
-                      clusters: bool = True, **kwargs: object) -> SimFleet:
+async def start_fleet(
+    tmp_path: Path, n: int, faults: dict[str, set[str]] | None = None, clusters: bool = True, **kwargs: object
+) -> SimFleet:
     fleet = SimFleet(
         n,
         time_scale=SCALE,
@@ -63,12 +64,24 @@ async def fleet6(tmp_path: Path) -> AsyncIterator[SimFleet]:
     await fleet.stop()
 
 
-def make_rollout(fleet: SimFleet, tmp_path: Path, *, exit_on_pause: bool = True,
-                 options: RolloutOptions | None = None, **settings_update: object) -> Rollout:
+def make_rollout(
+    fleet: SimFleet,
+    tmp_path: Path,
+    *,
+    exit_on_pause: bool = True,
+    options: RolloutOptions | None = None,
+    **settings_update: object,
+) -> Rollout:
     inventory: Inventory = load_inventory(fleet.inventory_path)
     settings = test_settings(tmp_path / "state", **settings_update)
     journal = Journal(settings.state_dir / "journal.sqlite")
-    rollout = Rollout(inventory, settings, TARGET, journal, options or RolloutOptions(max_unavailable=3, max_fail="100%"),
-                      exit_on_pause=exit_on_pause)
+    rollout = Rollout(
+        inventory,
+        settings,
+        TARGET,
+        journal,
+        options or RolloutOptions(max_unavailable=3, max_fail="100%"),
+        exit_on_pause=exit_on_pause,
+    )
     rollout.begin()
     return rollout

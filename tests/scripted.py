@@ -58,7 +58,7 @@ async def _session(sa: ScriptedAppliance, process: asyncssh.SSHServerProcess[str
                 raise EOFError
             buf += data
         idx = min(i for i in (buf.find("\n"), buf.find("\r")) if i >= 0)
-        line, buf = buf[:idx], buf[idx + 1:].lstrip("\n")
+        line, buf = buf[:idx], buf[idx + 1 :].lstrip("\n")
         if sa.echo:
             out(line + "\n")
         return line

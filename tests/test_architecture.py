@@ -37,11 +37,27 @@ def test_simulator_shares_no_strings_module_with_driver() -> None:
 
 def test_themes_ship_in_the_wheel(tmp_path: Path) -> None:
     """An installed wheel finds its themes (the top-level themes/ is force-included)."""
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w",
-                           str(tmp_path), str(ROOT)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:  # hatchling may be missing from the environment: build in isolation
-        proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(tmp_path), str(ROOT)],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(tmp_path), str(ROOT)],
+            capture_output=True,
+            text=True,
+        )
     assert proc.returncode == 0, proc.stderr[-2000:]
     import zipfile
 

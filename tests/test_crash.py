@@ -34,8 +34,18 @@ resume = 20
 """
 
 # Each kill lands right after the headless printer shows an appliance entering this step.
-KILL_AT_STEPS = ["precheck", "backup", "point-updates", "suspend", "drain", "upgrade", "reboot", "verify",
-                 "resume", "restore-updates"] * 3
+KILL_AT_STEPS = [
+    "precheck",
+    "backup",
+    "point-updates",
+    "suspend",
+    "drain",
+    "upgrade",
+    "reboot",
+    "verify",
+    "resume",
+    "restore-updates",
+] * 3
 
 
 def _env() -> dict[str, str]:
@@ -43,14 +53,30 @@ def _env() -> dict[str, str]:
 
 
 def _segtui(*args: str, cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "segtui", *args], cwd=cwd, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "segtui", *args],
+        cwd=cwd,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _start_sim(tmp_path: Path, n: int, scale: str = "0.002") -> tuple[subprocess.Popen[str], Path, Path]:
     events = tmp_path / "events.log"
-    sim = _segtui("sim", "--appliances", str(n), "--time-scale", scale, "--workdir", str(tmp_path / "sim"),
-                  "--events-out", str(events), cwd=tmp_path)
+    sim = _segtui(
+        "sim",
+        "--appliances",
+        str(n),
+        "--time-scale",
+        scale,
+        "--workdir",
+        str(tmp_path / "sim"),
+        "--events-out",
+        str(events),
+        cwd=tmp_path,
+    )
     assert sim.stdout is not None
     for line in sim.stdout:
         if "Ctrl+C" in line:
@@ -89,8 +115,19 @@ def test_sigkill_at_many_moments_then_resume(tmp_path: Path) -> None:
         for step in KILL_AT_STEPS:
             # Killed during pre-flight, nothing was begun: the operator simply runs again.
             if not _rollout_started(db):
-                proc = _segtui("run", "--headless", "--inventory", str(inventory), "--target", "16.0.0-123",
-                               "--batch", "2,50%", "--max-unavailable", "2", cwd=tmp_path)
+                proc = _segtui(
+                    "run",
+                    "--headless",
+                    "--inventory",
+                    str(inventory),
+                    "--target",
+                    "16.0.0-123",
+                    "--batch",
+                    "2,50%",
+                    "--max-unavailable",
+                    "2",
+                    cwd=tmp_path,
+                )
             else:
                 proc = _segtui("resume", "--headless", "--inventory", str(inventory), cwd=tmp_path)
             lines: queue.Queue[str | None] = queue.Queue()
@@ -126,8 +163,15 @@ def test_sigkill_at_many_moments_then_resume(tmp_path: Path) -> None:
             if kills >= 22:
                 break
         # finish the job
-        final = _segtui("resume", "--headless", "--inventory", str(inventory), "--report",
-                        str(tmp_path / "report.json"), cwd=tmp_path)
+        final = _segtui(
+            "resume",
+            "--headless",
+            "--inventory",
+            str(inventory),
+            "--report",
+            str(tmp_path / "report.json"),
+            cwd=tmp_path,
+        )
         out, _ = final.communicate(timeout=300)
         assert final.returncode == 0, out[-4000:]
         assert kills >= 20, kills
@@ -158,12 +202,26 @@ def test_second_process_refused_naming_the_lock_holder(tmp_path: Path) -> None:
     (tmp_path / "segtui.toml").write_text(SETTINGS)
     sim, inventory, _ = _start_sim(tmp_path, 2)
     try:
-        first = _segtui("run", "--headless", "--inventory", str(inventory), "--target", "16.0.0-123",
-                        cwd=tmp_path)
+        first = _segtui("run", "--headless", "--inventory", str(inventory), "--target", "16.0.0-123", cwd=tmp_path)
         time.sleep(1.0)
-        second = subprocess.run([sys.executable, "-m", "segtui", "run", "--headless", "--inventory",
-                                 str(inventory), "--target", "16.0.0-123"], cwd=tmp_path, env=_env(),
-                                capture_output=True, text=True, timeout=60)
+        second = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "segtui",
+                "run",
+                "--headless",
+                "--inventory",
+                str(inventory),
+                "--target",
+                "16.0.0-123",
+            ],
+            cwd=tmp_path,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert second.returncode == 2
         assert f"pid {first.pid}" in second.stderr and "holds the rollout lock" in second.stderr
         assert "Traceback" not in second.stderr

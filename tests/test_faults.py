@@ -49,8 +49,10 @@ EXPECTED: dict[str, tuple[str, str, bool, bool]] = {
     "esa07": ("needs-attention", "unknown", True, True),  # new key: we must not talk to it
     "esa09": ("failed", "active", False, False),
     "esa10": ("done", "active", False, True),
-    **{n: ("done", "active", False, True) for n in ("esa11", "esa12", "esa13", "esa14", "esa15", "esa16",
-                                                     "esa17", "esa19", "esa20")},
+    **{
+        n: ("done", "active", False, True)
+        for n in ("esa11", "esa12", "esa13", "esa14", "esa15", "esa16", "esa17", "esa19", "esa20")
+    },
     "esa08": ("done", "active", False, True),  # untouched by faults, and a two-hop upgrade
     "esa18": ("done", "active", False, True),
 }
@@ -67,8 +69,9 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     async def run() -> dict[str, Any]:
         fleet = await start_fleet(tmp, 20, faults=FAULTS, clusters=False)
         try:
-            rollout = make_rollout(fleet, tmp, options=RolloutOptions(batch="100%", max_unavailable=10,
-                                                                       max_fail="100%"))
+            rollout = make_rollout(
+                fleet, tmp, options=RolloutOptions(batch="100%", max_unavailable=10, max_fail="100%")
+            )
             outcome = await rollout.run(autostart=True)
             report = build_report(rollout, outcome)
             sim = {
@@ -81,11 +84,14 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                 }
                 for name, node in fleet.nodes.items()
             }
-            steps = {
-                name: rollout.journal.steps_of(name) for name in fleet.nodes
+            steps = {name: rollout.journal.steps_of(name) for name in fleet.nodes}
+            return {
+                "outcome": outcome,
+                "report": report,
+                "sim": sim,
+                "steps": steps,
+                "records": rollout.records,
             }
-            return {"outcome": outcome, "report": report, "sim": sim, "steps": steps,
-                    "records": rollout.records}
         finally:
             await fleet.stop()
 
@@ -157,6 +163,6 @@ def test_hop_appliances_upgraded_twice_only_once_each(scenario: dict[str, Any]) 
 
 def test_matrix_is_published() -> None:
     doc = (Path(__file__).resolve().parents[1] / "docs" / "FAULTS.md").read_text()
-    for name, faults in FAULTS.items():
+    for _name, faults in FAULTS.items():
         for fault in faults:
             assert fault in doc, fault

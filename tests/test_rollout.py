@@ -10,8 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from segtui.rollout.engine import RolloutOptions
 from segtui.rollout.events import RolloutEvent, StepStarted, WorkQueueDepth
 from segtui.rollout.report import build_report, write_report
@@ -20,14 +18,31 @@ from tests.conftest import TARGET, TEST_PASSWORD, make_rollout, start_fleet
 
 def run_cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SEGTUI_PASSWORD": TEST_PASSWORD}
-    return subprocess.run([sys.executable, "-m", "segtui", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "segtui", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_demo_headless_20_upgrades_everything(tmp_path: Path) -> None:
     report = tmp_path / "report.json"
-    proc = run_cli("demo", "--headless", "--appliances", "20", "--time-scale", "0.002", "--max-unavailable", "5",
-                   "--report", str(report), cwd=tmp_path)
+    proc = run_cli(
+        "demo",
+        "--headless",
+        "--appliances",
+        "20",
+        "--time-scale",
+        "0.002",
+        "--max-unavailable",
+        "5",
+        "--report",
+        str(report),
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     data = json.loads(report.read_text())
     assert data["outcome"] == "completed" and data["target"] == "16.0.0-123"
@@ -168,8 +183,12 @@ async def test_abort_makes_in_flight_safe(tmp_path: Path) -> None:
 async def test_pause_skip_retry_and_listener_controls(tmp_path: Path) -> None:
     fleet = await start_fleet(tmp_path, 4, clusters=False, faults={"esa02": {"upgrade-fail"}})
     try:
-        rollout = make_rollout(fleet, tmp_path, exit_on_pause=False,
-                               options=RolloutOptions(batch="1", max_unavailable=1, max_fail="0"))
+        rollout = make_rollout(
+            fleet,
+            tmp_path,
+            exit_on_pause=False,
+            options=RolloutOptions(batch="1", max_unavailable=1, max_fail="0"),
+        )
         # operator suspends and resumes esa04's listeners before anything runs
         result = await rollout.set_listeners(["esa04"], suspend=True)
         assert result == {"esa04": "suspended"} and fleet.nodes["esa04"].appliance.suspended
@@ -192,7 +211,11 @@ async def test_pause_skip_retry_and_listener_controls(tmp_path: Path) -> None:
         outcome = await asyncio.wait_for(task, 120)
         assert outcome == "completed"
         assert {n: r.state for n, r in rollout.records.items()} == {
-            "esa01": "done", "esa02": "done", "esa03": "skipped", "esa04": "done"}
+            "esa01": "done",
+            "esa02": "done",
+            "esa03": "skipped",
+            "esa04": "done",
+        }
         actions = [r[0] for r in rollout.journal.db.execute("SELECT action FROM actions ORDER BY id")]
         for a in ("suspend-listeners", "resume-listeners", "skip", "retry", "unpause"):
             assert a in actions
@@ -225,13 +248,15 @@ async def test_target_check_and_plan_via_cli(tmp_path: Path) -> None:
         assert check.returncode == 3, check.stdout + check.stderr
         assert "BAD esa02" in check.stdout and "authentication failed" in check.stdout
         assert "ok  manifest" in check.stdout
-        plan = await asyncio.to_thread(run_cli, "plan", "--inventory", inv, "--target", str(TARGET),
-                                       "--batch", "1,50%", cwd=tmp_path)
+        plan = await asyncio.to_thread(
+            run_cli, "plan", "--inventory", inv, "--target", str(TARGET), "--batch", "1,50%", cwd=tmp_path
+        )
         assert plan.returncode == 0, plan.stderr
         assert "batch 1: esa01" in plan.stdout
         assert "suspendlistener > 1. All" in plan.stdout and "phoebe-15-0-0-104.xml" in plan.stdout
-        run = await asyncio.to_thread(run_cli, "run", "--headless", "--inventory", inv, "--target", str(TARGET),
-                                      cwd=tmp_path)
+        run = await asyncio.to_thread(
+            run_cli, "run", "--headless", "--inventory", inv, "--target", str(TARGET), cwd=tmp_path
+        )
         assert run.returncode == 3 and "nothing was changed" in run.stderr
         assert all(n.appliance.committed.listing == "cisco" for n in fleet.nodes.values())
         assert not any(n.appliance.suspended for n in fleet.nodes.values())

@@ -25,15 +25,30 @@ from segtui.asyncos.session import ConnectOptions, Credentials
 from segtui.asyncos.versions import Version
 from tests.scripted import ScriptedAppliance, serve
 
-VERSION_OUT = ("\nCurrent Version\n===============\nProduct: Cisco C300V Secure Email Gateway Virtual\n"
-               "Model: C300V\nVersion: 15.0.0-104\nSerial #: 4229F1C3E7A9-ABCD1234EFGH\n")
+VERSION_OUT = (
+    "\nCurrent Version\n===============\nProduct: Cisco C300V Secure Email Gateway Virtual\n"
+    "Model: C300V\nVersion: 15.0.0-104\nSerial #: 4229F1C3E7A9-ABCD1234EFGH\n"
+)
 
 
-async def connect(sa: ScriptedAppliance, tmp_path: Path, *, password: str | None = None,
-                  known_hosts: Path | None = None, timeout: float = 5) -> tuple[Appliance, asyncssh.SSHAcceptor]:
+async def connect(
+    sa: ScriptedAppliance,
+    tmp_path: Path,
+    *,
+    password: str | None = None,
+    known_hosts: Path | None = None,
+    timeout: float = 5,
+) -> tuple[Appliance, asyncssh.SSHAcceptor]:
     acceptor, port, kh, _ = await serve(sa, tmp_path)
-    opts = ConnectOptions("esa1", "127.0.0.1", port, Credentials("admin", password or sa.password),
-                          asyncssh.read_known_hosts(str(known_hosts or kh)), connect_timeout=3, login_timeout=3)
+    opts = ConnectOptions(
+        "esa1",
+        "127.0.0.1",
+        port,
+        Credentials("admin", password or sa.password),
+        asyncssh.read_known_hosts(str(known_hosts or kh)),
+        connect_timeout=3,
+        login_timeout=3,
+    )
     return Appliance(opts, timeouts=CommandTimeouts(default=timeout, upgrade=timeout, backup=timeout)), acceptor
 
 
@@ -61,8 +76,9 @@ async def test_version_with_crlf_and_echo(tmp_path: Path, acceptors: list, crlf:
 async def test_pager_is_answered(tmp_path: Path, acceptors: list) -> None:
     page1 = "\nSystem status:                 Online\n"
     page2 = "\r                        \rGauges:\n   Messages In Work Queue            1,057\n"
-    sa = ScriptedAppliance(crlf=True, script={"status detail": [(page1 + "-Press Any Key For More-", "KEY"),
-                                                                  (page2, None)]})
+    sa = ScriptedAppliance(
+        crlf=True, script={"status detail": [(page1 + "-Press Any Key For More-", "KEY"), (page2, None)]}
+    )
     client, acc = await connect(sa, tmp_path)
     acceptors.append(acc)
     async with client:
@@ -71,10 +87,14 @@ async def test_pager_is_answered(tmp_path: Path, acceptors: list) -> None:
 
 
 async def test_cluster_machine_mode_switch_and_listeners(tmp_path: Path, acceptors: list) -> None:
-    switch = ('\nThis command is restricted to run in machine mode of the machine you are logged in to.  '
-              'Do you want to switch to "Machine esa2.example.com" mode? [Y]> ')
-    menu = ("\nChoose the listener(s) you wish to suspend.\nSeparate multiple entries with commas.\n"
-            "1. All\n2. InboundMail\n3. OutboundMail\n4. RelayDMZ\n[1]> ")
+    switch = (
+        "\nThis command is restricted to run in machine mode of the machine you are logged in to.  "
+        'Do you want to switch to "Machine esa2.example.com" mode? [Y]> '
+    )
+    menu = (
+        "\nChoose the listener(s) you wish to suspend.\nSeparate multiple entries with commas.\n"
+        "1. All\n2. InboundMail\n3. OutboundMail\n4. RelayDMZ\n[1]> "
+    )
     delay = "\nEnter the number of seconds to wait before abruptly closing connections.\n[30]> "
     done = "\nWaiting for listeners to exit...\nReceiving suspended for InboundMail, OutboundMail, RelayDMZ.\n"
     sa = ScriptedAppliance(
@@ -93,11 +113,15 @@ async def test_cluster_machine_mode_switch_and_listeners(tmp_path: Path, accepto
 
 
 async def test_single_listener_and_none_configured(tmp_path: Path, acceptors: list) -> None:
-    sa = ScriptedAppliance(script={
-        "suspendlistener": [("\nEnter the number of seconds to wait before abruptly closing connections.\n[30]> ",
-                             "30"), ("\nReceiving suspended for IncomingMail.\n", None)],
-        "resumelistener": [("\nThere are no listeners configured on this appliance.\n", None)],
-    })
+    sa = ScriptedAppliance(
+        script={
+            "suspendlistener": [
+                ("\nEnter the number of seconds to wait before abruptly closing connections.\n[30]> ", "30"),
+                ("\nReceiving suspended for IncomingMail.\n", None),
+            ],
+            "resumelistener": [("\nThere are no listeners configured on this appliance.\n", None)],
+        }
+    )
     client, acc = await connect(sa, tmp_path)
     acceptors.append(acc)
     async with client:
@@ -106,12 +130,16 @@ async def test_single_listener_and_none_configured(tmp_path: Path, acceptors: li
 
 
 async def test_unknown_question_takes_default(tmp_path: Path, acceptors: list) -> None:
-    sa = ScriptedAppliance(script={"commit": [
-        ("\nPlease enter some comments describing your changes:\n[]> ", "segtui: test"),
-        ("\nA question nobody has seen before? [maybe]> ", ""),
-        ("\nDo you want to save the current configuration for rollback? [Y]> ", "Y"),
-        ("\nChanges committed: Sun Nov 29 03:15:00 2026\n", None),
-    ]})
+    sa = ScriptedAppliance(
+        script={
+            "commit": [
+                ("\nPlease enter some comments describing your changes:\n[]> ", "segtui: test"),
+                ("\nA question nobody has seen before? [maybe]> ", ""),
+                ("\nDo you want to save the current configuration for rollback? [Y]> ", "Y"),
+                ("\nChanges committed: Sun Nov 29 03:15:00 2026\n", None),
+            ]
+        }
+    )
     client, acc = await connect(sa, tmp_path)
     acceptors.append(acc)
     async with client:
@@ -129,63 +157,105 @@ async def test_password_question_without_answer_is_refused(tmp_path: Path, accep
 
 
 async def test_updateconfig_changes_only_asyncos_questions(tmp_path: Path, acceptors: list) -> None:
-    table = ("\nService (images):      Update URL:\nFeature Key updates    http://keys.lab:80/\n"
-             "AsyncOS upgrades                Cisco IronPort Servers\n\nService (list):\n"
-             "AsyncOS upgrades                Cisco IronPort Servers\n\nChoose the operation you want to perform:\n"
-             "- SETUP - Edit update configuration.\n[]> ")
+    table = (
+        "\nService (images):      Update URL:\nFeature Key updates    http://keys.lab:80/\n"
+        "AsyncOS upgrades                Cisco IronPort Servers\n\nService (list):\n"
+        "AsyncOS upgrades                Cisco IronPort Servers\n\nChoose the operation you want to perform:\n"
+        "- SETUP - Edit update configuration.\n[]> "
+    )
     q = "\nFor {svc}, please select where the system will download {what}:\n1. Use Cisco servers\n2. Use own server\n[{d}]> "
     host = "\nEnter the hostname and port of the HTTP server to download updates from\nusing the format (local.server:port).\n[{d}]> "
     url = "\nEnter the full HTTP URL of the update list using the format\n(http://local.server:port/directory/manifest.xml).\n[]> "
-    sa = ScriptedAppliance(crlf=True, script={"updateconfig": [
-        (table, "SETUP"),
-        (q.format(svc="Feature Key updates", what="updates from", d="2"), ""),
-        (host.format(d="keys.lab:80"), ""),  # another service's host: keep its default
-        (q.format(svc="Timezone rules", what="updates from", d="1"), ""),
-        (q.format(svc="Cisco AsyncOS upgrades", what="updates from (images)", d="1"), "2"),
-        (host.format(d=""), r"updates\.example\.com:80"),
-        (q.format(svc="Cisco AsyncOS upgrades", what="the list of available updates from", d="1"), "2"),
-        (url, r"http://updates\.example\.com/asyncos/phoebe-15-0-0-104\.xml"),
-        ("\nEnter the update interval.\n[5m]> ", ""),
-        (table, ""),
-    ]})
+    sa = ScriptedAppliance(
+        crlf=True,
+        script={
+            "updateconfig": [
+                (table, "SETUP"),
+                (q.format(svc="Feature Key updates", what="updates from", d="2"), ""),
+                (host.format(d="keys.lab:80"), ""),  # another service's host: keep its default
+                (q.format(svc="Timezone rules", what="updates from", d="1"), ""),
+                (q.format(svc="Cisco AsyncOS upgrades", what="updates from (images)", d="1"), "2"),
+                (host.format(d=""), r"updates\.example\.com:80"),
+                (
+                    q.format(svc="Cisco AsyncOS upgrades", what="the list of available updates from", d="1"),
+                    "2",
+                ),
+                (url, r"http://updates\.example\.com/asyncos/phoebe-15-0-0-104\.xml"),
+                ("\nEnter the update interval.\n[5m]> ", ""),
+                (table, ""),
+            ]
+        },
+    )
     client, acc = await connect(sa, tmp_path)
     acceptors.append(acc)
     async with client:
-        await client.set_upgrade_source(UpgradeSource(
-            "updates.example.com:80", "http://updates.example.com/asyncos/phoebe-15-0-0-104.xml"))
+        await client.set_upgrade_source(
+            UpgradeSource("updates.example.com:80", "http://updates.example.com/asyncos/phoebe-15-0-0-104.xml")
+        )
     assert not sa.mismatches, sa.mismatches
 
 
 async def test_upgrade_dialogue_picks_target_and_encrypts(tmp_path: Path, acceptors: list) -> None:
     transcript = (Path(__file__).parent / "data" / "transcripts" / "upgrade-downloadinstall.txt").read_text()
     del transcript
-    offers = ("\nUpgrades available.\n1. AsyncOS 15.5.1 build 055 upgrade For Email, 2024-03-01, is a release\n"
-              "2. AsyncOS 16.0.0 build 123 upgrade For Email, 2025-02-10, is a release\n[2]> ")
-    sa = ScriptedAppliance(script={"upgrade": [
-        ("\nAnalyzing system configuration for upgrade readiness...\n"
-         "Are you sure you want to proceed with upgrade? [Y]> ", "Y"),
-        ("\nChoose the operation you want to perform:\n- DOWNLOADINSTALL - Downloads and installs the upgrade "
-         "image (needs reboot).\n- DOWNLOAD - Downloads the upgrade image.\n[]> ", "DOWNLOADINSTALL"),
-        (offers, "2"),
-        ("\nWould you like to save the current configuration to the configuration directory before upgrading? "
-         "[Y]> ", "Y"),
-        ("\nWould you like to email the current configuration before upgrading? [N]> ", "N"),
-        ("\nChoose the passphrase option:\n1. Mask passphrases (Files with masked passphrases cannot be loaded "
-         "using loadconfig command)\n2. Encrypt passphrases\n[1]> ", "2"),
-        ("\nFrom AsyncOS 13.0 onwards, something new. Do you want to proceed with the upgrade? [Y]> ", "Y"),
-        ("\nPerforming an upgrade may require a reboot of the system after the upgrade is applied. You may log in "
-         "again after this is done. Do you wish to proceed with the upgrade? [Y]> ", "Y"),
-        ("\nDownloading application...\n.......... (50% complete)\n done.\nInstalling application...\n"
-         "..... (100% complete)\nUpgrade installation finished.\n", None),
-        ("\nEnter the number of seconds to wait before forcibly closing connections.\n[30]> ", "30"),
-        ("\nRebooting the system...\n", None),
-    ]}, drop={"upgrade"})
+    offers = (
+        "\nUpgrades available.\n1. AsyncOS 15.5.1 build 055 upgrade For Email, 2024-03-01, is a release\n"
+        "2. AsyncOS 16.0.0 build 123 upgrade For Email, 2025-02-10, is a release\n[2]> "
+    )
+    sa = ScriptedAppliance(
+        script={
+            "upgrade": [
+                (
+                    "\nAnalyzing system configuration for upgrade readiness...\n"
+                    "Are you sure you want to proceed with upgrade? [Y]> ",
+                    "Y",
+                ),
+                (
+                    "\nChoose the operation you want to perform:\n- DOWNLOADINSTALL - Downloads and installs the upgrade "
+                    "image (needs reboot).\n- DOWNLOAD - Downloads the upgrade image.\n[]> ",
+                    "DOWNLOADINSTALL",
+                ),
+                (offers, "2"),
+                (
+                    "\nWould you like to save the current configuration to the configuration directory before upgrading? "
+                    "[Y]> ",
+                    "Y",
+                ),
+                ("\nWould you like to email the current configuration before upgrading? [N]> ", "N"),
+                (
+                    "\nChoose the passphrase option:\n1. Mask passphrases (Files with masked passphrases cannot be loaded "
+                    "using loadconfig command)\n2. Encrypt passphrases\n[1]> ",
+                    "2",
+                ),
+                (
+                    "\nFrom AsyncOS 13.0 onwards, something new. Do you want to proceed with the upgrade? [Y]> ",
+                    "Y",
+                ),
+                (
+                    "\nPerforming an upgrade may require a reboot of the system after the upgrade is applied. You may log in "
+                    "again after this is done. Do you wish to proceed with the upgrade? [Y]> ",
+                    "Y",
+                ),
+                (
+                    "\nDownloading application...\n.......... (50% complete)\n done.\nInstalling application...\n"
+                    "..... (100% complete)\nUpgrade installation finished.\n",
+                    None,
+                ),
+                ("\nEnter the number of seconds to wait before forcibly closing connections.\n[30]> ", "30"),
+                ("\nRebooting the system...\n", None),
+            ]
+        },
+        drop={"upgrade"},
+    )
     client, acc = await connect(sa, tmp_path)
     acceptors.append(acc)
     progress: list[tuple[str, int | None]] = []
     confirmed: list[Version] = []
-    result = await client.upgrade(Version.parse("16.0.0-123"), on_progress=lambda p: progress.append(
-        (p.phase, p.percent)), before_confirm=confirmed.append)
+    result = await client.upgrade(
+        Version.parse("16.0.0-123"),
+        on_progress=lambda p: progress.append((p.phase, p.percent)),
+        before_confirm=confirmed.append,
+    )
     await client.close()
     assert not sa.mismatches, sa.mismatches
     assert result.chosen == Version.parse("16.0.0-123") and result.rebooting
@@ -194,12 +264,16 @@ async def test_upgrade_dialogue_picks_target_and_encrypts(tmp_path: Path, accept
 
 
 async def test_upgrade_hop_and_failure(tmp_path: Path, acceptors: list) -> None:
-    base = [("\nAre you sure you want to proceed with upgrade? [Y]> ", "Y"),
-            ("\nChoose the operation you want to perform:\n- DOWNLOADINSTALL - x\n[]> ", "DOWNLOADINSTALL")]
+    base = [
+        ("\nAre you sure you want to proceed with upgrade? [Y]> ", "Y"),
+        ("\nChoose the operation you want to perform:\n- DOWNLOADINSTALL - x\n[]> ", "DOWNLOADINSTALL"),
+    ]
     offers = "\nUpgrades available.\n1. AsyncOS 15.0.0 build 104 upgrade For Email, 2023\n[1]> "
-    sa = ScriptedAppliance(script={
-        "upgrade": [*base, (offers, "1"), ("\nDo you wish to proceed with the upgrade? [Y]> ", "N")],
-    })
+    sa = ScriptedAppliance(
+        script={
+            "upgrade": [*base, (offers, "1"), ("\nDo you wish to proceed with the upgrade? [Y]> ", "N")],
+        }
+    )
     client, acc = await connect(sa, tmp_path)
     acceptors.append(acc)
     async with client:
@@ -214,8 +288,11 @@ async def test_upgrade_hop_and_failure(tmp_path: Path, acceptors: list) -> None:
 
 
 async def test_unknown_command_timeout_and_drop(tmp_path: Path, acceptors: list) -> None:
-    sa = ScriptedAppliance(silent={"workqueue status"}, drop={"status detail"},
-                           script={"status detail": [("\npartial output", None)]})
+    sa = ScriptedAppliance(
+        silent={"workqueue status"},
+        drop={"status detail"},
+        script={"status detail": [("\npartial output", None)]},
+    )
     client, acc = await connect(sa, tmp_path, timeout=0.5)
     acceptors.append(acc)
     with pytest.raises(UnknownCommand):
@@ -236,28 +313,29 @@ async def test_connection_errors_are_typed(tmp_path: Path, acceptors: list) -> N
     # A different key in known_hosts: refused, with instructions; no trust on first use.
     other = tmp_path / "other_known_hosts"
     port = acc.sockets[0].getsockname()[1]
-    other.write_text(f"[127.0.0.1]:{port} "
-                     f"{asyncssh.generate_private_key('ssh-ed25519').export_public_key().decode()}")
+    other.write_text(f"[127.0.0.1]:{port} {asyncssh.generate_private_key('ssh-ed25519').export_public_key().decode()}")
     client2, acc2 = await connect(sa, tmp_path, known_hosts=other)
     acceptors.append(acc2)
     opts = client2.opts
-    bad = Appliance(ConnectOptions("esa1", "127.0.0.1", port, opts.credentials,
-                                   asyncssh.read_known_hosts(str(other))))
+    bad = Appliance(ConnectOptions("esa1", "127.0.0.1", port, opts.credentials, asyncssh.read_known_hosts(str(other))))
     with pytest.raises(HostKeyRejected, match="ssh-keyscan"):
         await bad.version()
     acc.close()
     await acc.wait_closed()
-    refused = Appliance(ConnectOptions("esa1", "127.0.0.1", port, opts.credentials, opts.known_hosts,
-                                       connect_timeout=2))
+    refused = Appliance(
+        ConnectOptions("esa1", "127.0.0.1", port, opts.credentials, opts.known_hosts, connect_timeout=2)
+    )
     with pytest.raises(ConnectFailed, match="refused"):
         await refused.version()
 
 
 async def test_commit_nothing_and_bad_answer(tmp_path: Path, acceptors: list) -> None:
-    sa = ScriptedAppliance(script={
-        "commit": [("\nThere is no data to commit.\n", None)],
-        "resumelistener": [("\nInvalid arguments when processing: resumelistener\n", None)],
-    })
+    sa = ScriptedAppliance(
+        script={
+            "commit": [("\nThere is no data to commit.\n", None)],
+            "resumelistener": [("\nInvalid arguments when processing: resumelistener\n", None)],
+        }
+    )
     client, acc = await connect(sa, tmp_path)
     acceptors.append(acc)
     async with client:

@@ -28,9 +28,16 @@ class RawCLI:
     @classmethod
     async def open(cls, fleet: SimFleet, name: str) -> RawCLI:
         node = fleet.nodes[name]
-        conn = await asyncssh.connect("127.0.0.1", node.port, username="admin", password=TEST_PASSWORD,
-                                      known_hosts=str(fleet.known_hosts_path), config=None, agent_path=None,
-                                      client_keys=None)
+        conn = await asyncssh.connect(
+            "127.0.0.1",
+            node.port,
+            username="admin",
+            password=TEST_PASSWORD,
+            known_hosts=str(fleet.known_hosts_path),
+            config=None,
+            agent_path=None,
+            client_keys=None,
+        )
         proc = await conn.create_process(term_type="vt100", term_size=(200, 50))
         cli = cls(conn, proc)
         await cli.until("> ")
@@ -143,9 +150,16 @@ async def test_walk_dialogues_by_hand(fleet6: SimFleet) -> None:
 
 async def test_exec_readonly_and_refuse_changes(fleet6: SimFleet) -> None:
     node = fleet6.nodes["esa01"]
-    async with asyncssh.connect("127.0.0.1", node.port, username="admin", password=TEST_PASSWORD,
-                                known_hosts=str(fleet6.known_hosts_path), config=None, agent_path=None,
-                                client_keys=None) as conn:
+    async with asyncssh.connect(
+        "127.0.0.1",
+        node.port,
+        username="admin",
+        password=TEST_PASSWORD,
+        known_hosts=str(fleet6.known_hosts_path),
+        config=None,
+        agent_path=None,
+        client_keys=None,
+    ) as conn:
         r = await conn.run("workqueue status")
         assert "Messages:" in str(r.stdout)
         r = await conn.run("suspendlistener")
@@ -260,8 +274,10 @@ async def test_fault_auth_and_flaky_and_hostkey(tmp_path: Path) -> None:
 
 
 def test_fault_spec_parsing() -> None:
-    assert parse_faults("esa03=reboot-hang,esa05=drain-stuck") == {"esa03": {"reboot-hang"},
-                                                                  "esa05": {"drain-stuck"}}
+    assert parse_faults("esa03=reboot-hang,esa05=drain-stuck") == {
+        "esa03": {"reboot-hang"},
+        "esa05": {"drain-stuck"},
+    }
     assert parse_faults("esa01=drop@saveconfig#2") == {"esa01": {"drop@saveconfig#2"}}
     for bad in ("esa01", "esa01=explode", "=reboot-hang", "esa01=drop@x#y"):
         with pytest.raises(FaultSpecError):
@@ -273,7 +289,10 @@ def test_openssh_client_walks_the_cli(tmp_path: Path) -> None:
     """A real OpenSSH client, typed into by tmux like a person would."""
     sim = subprocess.Popen(
         ["segtui", "sim", "--appliances", "2", "--time-scale", "0.002", "--workdir", str(tmp_path / "sim")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ},
     )
     session = f"segtui-ssh-{os.getpid()}"
     try:
@@ -288,14 +307,15 @@ def test_openssh_client_walks_the_cli(tmp_path: Path) -> None:
         askpass = tmp_path / "askpass.sh"
         askpass.write_text(f"#!/bin/sh\necho '{TEST_PASSWORD}'\n")
         askpass.chmod(0o700)
-        cmd = (f"SSH_ASKPASS={askpass} SSH_ASKPASS_REQUIRE=force ssh -tt -F /dev/null -p {port} "
-               f"-o UserKnownHostsFile={tmp_path / 'sim' / 'known_hosts'} -o StrictHostKeyChecking=yes "
-               f"admin@127.0.0.1")
+        cmd = (
+            f"SSH_ASKPASS={askpass} SSH_ASKPASS_REQUIRE=force ssh -tt -F /dev/null -p {port} "
+            f"-o UserKnownHostsFile={tmp_path / 'sim' / 'known_hosts'} -o StrictHostKeyChecking=yes "
+            f"admin@127.0.0.1"
+        )
         subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "150", "-y", "50", cmd], check=True)
 
         def screen() -> str:
-            return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
-                                  text=True).stdout
+            return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
 
         def wait_for(text: str, timeout: float = 15) -> str:
             end = time.monotonic() + timeout

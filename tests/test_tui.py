@@ -64,8 +64,9 @@ def table_cell(app: SegtuiApp, name: str, column: str) -> str:
 async def test_g_y_runs_the_rollout_with_live_panels(tmp_path: Path) -> None:
     fleet = await start_fleet(tmp_path, 4, clusters=False)
     try:
-        rollout = make_rollout(fleet, tmp_path, exit_on_pause=False,
-                               options=RolloutOptions(max_unavailable=2, batch="2"))
+        rollout = make_rollout(
+            fleet, tmp_path, exit_on_pause=False, options=RolloutOptions(max_unavailable=2, batch="2")
+        )
         app = SegtuiApp(rollout)
         async with app.run_test(size=SIZE) as pilot:
             await pilot.pause(0.3)
@@ -75,8 +76,10 @@ async def test_g_y_runs_the_rollout_with_live_panels(tmp_path: Path) -> None:
             await pilot.press("g")
             assert isinstance(app.screen, ConfirmScreen)
             await pilot.press("y")
-            await wait_until(pilot, lambda: any(stage in text_of(app.query_one("#reboots"))
-                                                for stage in ("TCP", "SSH", "CLI", "VERSION")))
+            await wait_until(
+                pilot,
+                lambda: any(stage in text_of(app.query_one("#reboots")) for stage in ("TCP", "SSH", "CLI", "VERSION")),
+            )
             progress = text_of(app.query_one("#progress"))
             assert "batch 1" in progress
             await wait_until(pilot, lambda: app.outcome is not None, 120)
@@ -127,12 +130,15 @@ def static_rollout(tmp_path: Path, environment: str = "lab", n: int = 8) -> Roll
     (tmp_path / "known_hosts").write_text(f"esa.example.com {key}")
     rows = "".join(
         f'[[appliance]]\nname = "esa{i:02d}"\nhost = "esa{i:02d}.example.com"\ngroup = "dc{i % 2 + 1}"\n'
-        + ('cluster = "mailcluster"\n' if i > n - 2 else "") for i in range(1, n + 1)
+        + ('cluster = "mailcluster"\n' if i > n - 2 else "")
+        for i in range(1, n + 1)
     )
     inv = tmp_path / "inventory.toml"
-    inv.write_text(f'[fleet]\nname = "emea-prod"\nenvironment = "{environment}"\n'
-                   f'update_server = "http://updates.example.com"\n[defaults]\npassword_env = "SEGTUI_PASSWORD"\n'
-                   f"{rows}")
+    inv.write_text(
+        f'[fleet]\nname = "emea-prod"\nenvironment = "{environment}"\n'
+        f'update_server = "http://updates.example.com"\n[defaults]\npassword_env = "SEGTUI_PASSWORD"\n'
+        f"{rows}"
+    )
     inventory = load_inventory(inv)
     settings = load_settings().model_copy(update={"state_dir": tmp_path / "state"})
     journal = Journal(settings.state_dir / "journal.sqlite")
@@ -219,8 +225,7 @@ async def test_repaint_is_coalesced_whatever_the_event_rate(tmp_path: Path) -> N
         events = 0
         while time.monotonic() - start < 1.5:
             for i in range(1, 201):
-                rollout._emit(WorkQueueDepth(appliance=f"esa{i:02d}" if i < 100 else f"esa{i}", depth=i,
-                                             draining=True))
+                rollout._emit(WorkQueueDepth(appliance=f"esa{i:02d}" if i < 100 else f"esa{i}", depth=i, draining=True))
                 events += 1
             await asyncio.sleep(0)
         elapsed = time.monotonic() - start
@@ -233,6 +238,7 @@ async def test_repaint_is_coalesced_whatever_the_event_rate(tmp_path: Path) -> N
 
 # --- snapshots (sync functions, as pytest-textual-snapshot requires) ------------------------------
 
+
 def _busy_app(tmp_path: Path) -> SegtuiApp:
     rollout = static_rollout(tmp_path)
     rollout.started_at = T0
@@ -244,26 +250,43 @@ def _busy_app(tmp_path: Path) -> SegtuiApp:
         e(BatchStarted(index=2, total=4, appliances=("esa01", "esa02", "esa03", "esa04"), ts=T0))
         for name, state in (("esa05", State.DONE), ("esa06", State.FAILED)):
             e(StepStarted(appliance=name, step=Step.PRECHECK, ts=T0))
-            e(ApplianceStateChanged(appliance=name, state=state, version="15.0.0-104",
-                                    error="drain exceeded its deadline of 1800 s" if state == State.FAILED else None,
-                                    ts=T0 + 300))
+            e(
+                ApplianceStateChanged(
+                    appliance=name,
+                    state=state,
+                    version="15.0.0-104",
+                    error="drain exceeded its deadline of 1800 s" if state == State.FAILED else None,
+                    ts=T0 + 300,
+                )
+            )
         e(StepStarted(appliance="esa01", step=Step.DRAIN, ts=T0 + 10))
         e(ListenersChanged(appliance="esa01", listeners="suspended", ts=T0 + 11))
         for d in (900, 700, 420, 260, 90, 12):
             e(WorkQueueDepth(appliance="esa01", depth=d, draining=True, ts=T0 + 20))
         e(UpgradeProgressed(appliance="esa01", phase="drain", percent=28, ts=T0 + 20))
         e(StepStarted(appliance="esa02", step=Step.UPGRADE, ts=T0 + 10))
-        e(UpgradeProgressed(appliance="esa02", phase="install", percent=61, line="Installing application...",
-                            ts=T0 + 30))
+        e(
+            UpgradeProgressed(
+                appliance="esa02", phase="install", percent=61, line="Installing application...", ts=T0 + 30
+            )
+        )
         e(StepStarted(appliance="esa03", step=Step.REBOOT, ts=T0 + 10))
         e(ListenersChanged(appliance="esa03", listeners="suspended", ts=T0 + 11))
         e(UpgradeProgressed(appliance="esa03", phase="reboot", percent=80, ts=T0 + 30))
-        e(RebootProbed(appliance="esa03", stage="ssh", attempt=7, since=T0 + 500, deadline=T0 + 2300,
-                       error="connection refused", ts=T0 + 600))
+        e(
+            RebootProbed(
+                appliance="esa03",
+                stage="ssh",
+                attempt=7,
+                since=T0 + 500,
+                deadline=T0 + 2300,
+                error="connection refused",
+                ts=T0 + 600,
+            )
+        )
         for i, name in enumerate(app.model.rows):
             for d in (300 + 40 * i, 320 + 30 * i, 280 + 50 * i):
-                e(WorkQueueDepth(appliance=name, depth=d, draining=False, ts=T0)) if name not in (
-                    "esa01",) else None
+                e(WorkQueueDepth(appliance=name, depth=d, draining=False, ts=T0)) if name not in ("esa01",) else None
         for v in (5000, 5200, 4800, 3900, 3100, 2600):
             app.model.fleet_depth.append(v)
 
@@ -302,11 +325,14 @@ async def _settle(pilot) -> None:  # type: ignore[no-untyped-def]
 
 # --- a real terminal ------------------------------------------------------------------------------
 
+
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
 def test_demo_in_a_real_terminal_under_tmux(tmp_path: Path) -> None:
     session = f"segtui-demo-{os.getpid()}"
-    cmd = (f"cd {tmp_path} && SEGTUI_PASSWORD='{TEST_PASSWORD}' {sys.executable} -m segtui demo --appliances 4 "
-           f"--time-scale 0.002 --max-unavailable 2 --report {tmp_path / 'report.json'}; echo EXIT=$?; sleep 30")
+    cmd = (
+        f"cd {tmp_path} && SEGTUI_PASSWORD='{TEST_PASSWORD}' {sys.executable} -m segtui demo --appliances 4 "
+        f"--time-scale 0.002 --max-unavailable 2 --report {tmp_path / 'report.json'}; echo EXIT=$?; sleep 30"
+    )
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "170", "-y", "45", cmd], check=True)
 
     def screen() -> str:

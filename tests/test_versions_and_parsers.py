@@ -146,8 +146,10 @@ def test_workqueue_paused_wording() -> None:
 
 
 def test_saveconfig_and_slbl_outputs() -> None:
-    out = ('File written on machine "esa1.example.com" to the location '
-           '"/configuration/C300V-4229F1C3E7A9-20261129T031500.xml".')
+    out = (
+        'File written on machine "esa1.example.com" to the location '
+        '"/configuration/C300V-4229F1C3E7A9-20261129T031500.xml".'
+    )
     assert parsers.parse_saveconfig(out) == "/configuration/C300V-4229F1C3E7A9-20261129T031500.xml"
     assert parsers.parse_slbl_export("The file slbl-1234.csv was written.") == "/configuration/slbl-1234.csv"
     assert parsers.parse_slbl_export("The feature must be enabled through GUI.") is None
@@ -156,11 +158,15 @@ def test_saveconfig_and_slbl_outputs() -> None:
 
 
 def test_update_settings_cisco_and_own() -> None:
-    cisco = "Service (images):   Update URL:\nAsyncOS upgrades                Cisco IronPort Servers\n" \
-            "Service (list):\nAsyncOS upgrades                Cisco IronPort Servers\n"
+    cisco = (
+        "Service (images):   Update URL:\nAsyncOS upgrades                Cisco IronPort Servers\n"
+        "Service (list):\nAsyncOS upgrades                Cisco IronPort Servers\n"
+    )
     assert parsers.parse_update_settings(cisco).is_cisco
-    own = ("AsyncOS upgrades                http://updates.example.com:80/\n"
-           "AsyncOS upgrades                http://updates.example.com/asyncos/phoebe-15-0-0-104.xml\n")
+    own = (
+        "AsyncOS upgrades                http://updates.example.com:80/\n"
+        "AsyncOS upgrades                http://updates.example.com/asyncos/phoebe-15-0-0-104.xml\n"
+    )
     src = parsers.parse_update_settings(own)
     assert src.images == "updates.example.com:80"
     assert src.manifest == "http://updates.example.com/asyncos/phoebe-15-0-0-104.xml"
@@ -175,8 +181,10 @@ def test_failure_strings_found() -> None:
 def test_cluster_machine_choices() -> None:
     text = "Choose the machine(s) to disconnect.\n1. esa2.example.com (group Main_Group)\n2. esa3.example.com (group Main_Group)\n[]> "
     machines = parsers.parse_machine_choices(text)
-    assert [(m.number, m.name, m.group) for m in machines] == [(1, "esa2.example.com", "Main_Group"),
-                                                               (2, "esa3.example.com", "Main_Group")]
+    assert [(m.number, m.name, m.group) for m in machines] == [
+        (1, "esa2.example.com", "Main_Group"),
+        (2, "esa3.example.com", "Main_Group"),
+    ]
 
 
 PARSERS = [
@@ -198,8 +206,9 @@ def test_parsers_typed_error_or_result(parse, text: str) -> None:  # type: ignor
         pass
 
 
-@pytest.mark.parametrize("name", ["status-detail-paged.txt", "upgrade-downloadinstall.txt",
-                                  "cluster-suspendlistener.txt"])
+@pytest.mark.parametrize(
+    "name", ["status-detail-paged.txt", "upgrade-downloadinstall.txt", "cluster-suspendlistener.txt"]
+)
 @given(cut=st.integers(min_value=0, max_value=2000))
 def test_truncated_transcripts_never_crash_or_lie(name: str, cut: int) -> None:
     full_text = transcript(name)

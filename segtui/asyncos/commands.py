@@ -116,8 +116,14 @@ class Appliance:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _run(self, command: str, *, timeout: float | None = None, answers: list[Answer] | None = None,
-                   on_output: Callable[[str], None] | None = None) -> str:
+    async def _run(
+        self,
+        command: str,
+        *,
+        timeout: float | None = None,
+        answers: list[Answer] | None = None,
+        on_output: Callable[[str], None] | None = None,
+    ) -> str:
         session = await self.session()
         try:
             return await session.run(
@@ -189,7 +195,7 @@ class Appliance:
         if list_own:
             answers.append(Answer(r"full HTTP URL of the update list", source.manifest, after=list_q))
         out = await self._run("updateconfig", answers=answers)
-        failure = parsers.find_marker(out, parsers.COMMAND_ERROR_MARKERS + ("You must enter",))
+        failure = parsers.find_marker(out, (*parsers.COMMAND_ERROR_MARKERS, "You must enter"))
         if failure:
             raise CommandFailed(self.name, f"updateconfig refused the setting: {failure}")
 
@@ -235,7 +241,7 @@ class Appliance:
         target = local_dir / Path(remote).name
         try:
             await asyncio.wait_for(asyncssh.scp((session.conn, remote), str(target)), self.timeouts.backup)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             raise CommandFailed(self.name, f"SCP of {remote} timed out") from None
         except (asyncssh.Error, OSError) as exc:
             raise CommandFailed(self.name, f"SCP of {remote} failed: {exc}") from None

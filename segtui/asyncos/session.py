@@ -123,7 +123,7 @@ async def open_connection(opts: ConnectOptions) -> asyncssh.SSHClientConnection:
         ) from None
     except asyncssh.PermissionDenied:
         raise AuthFailed(opts.name, f"authentication failed for {creds.username}@{opts.host}") from None
-    except (TimeoutError, asyncio.TimeoutError):
+    except TimeoutError:
         raise ConnectFailed(opts.name, f"timed out connecting to {opts.host}:{opts.port}") from None
     except ConnectionRefusedError:
         raise ConnectFailed(opts.name, f"connection refused by {opts.host}:{opts.port}") from None
@@ -197,7 +197,7 @@ class CLISession:
             raise CommandTimeout(self.name, f"`{command}` did not finish before its deadline")
         try:
             chunk = await asyncio.wait_for(self._process.stdout.read(65536), remaining)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             raise CommandTimeout(self.name, f"`{command}` did not finish before its deadline") from None
         except (asyncssh.Error, OSError, asyncio.IncompleteReadError) as exc:
             raise ConnectionLost(self.name, f"session dropped during `{command}`: {exc}") from None
@@ -231,7 +231,7 @@ class CLISession:
                 self._process.stdin.write(" ")
                 consumed = len(self._buffer)
                 continue
-            label = parsers.prompt_at_end(self._buffer[max(0, start - 1):].replace("\r", ""))
+            label = parsers.prompt_at_end(self._buffer[max(0, start - 1) :].replace("\r", ""))
             if label is not None:
                 self.prompt = label
                 text = self._buffer[start:]
@@ -260,7 +260,7 @@ class CLISession:
         """Whether more output arrives within `wait` seconds (it is appended to the buffer)."""
         try:
             chunk = await asyncio.wait_for(self._process.stdout.read(65536), wait)
-        except (TimeoutError, asyncio.TimeoutError, asyncssh.Error, OSError):
+        except (TimeoutError, asyncssh.Error, OSError):
             return False
         if not chunk:
             return False
@@ -331,7 +331,7 @@ async def exec_readonly(opts: ConnectOptions, command: str, timeout: float = 30.
     conn = await open_connection(opts)
     try:
         result = await asyncio.wait_for(conn.run(command, check=False), timeout)
-    except (TimeoutError, asyncio.TimeoutError):
+    except TimeoutError:
         raise CommandTimeout(opts.name, f"`{command}` timed out") from None
     except (asyncssh.Error, OSError) as exc:
         raise ConnectionLost(opts.name, f"exec `{command}` failed: {exc}") from None

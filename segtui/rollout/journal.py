@@ -134,8 +134,7 @@ class Journal:
 
     def unfinished(self, inventory: str) -> tuple[int, str, dict[str, Any]] | None:
         row = self.db.execute(
-            "SELECT id, target, options FROM rollouts WHERE inventory = ? AND outcome IS NULL "
-            "ORDER BY id DESC LIMIT 1",
+            "SELECT id, target, options FROM rollouts WHERE inventory = ? AND outcome IS NULL ORDER BY id DESC LIMIT 1",
             (inventory,),
         ).fetchone()
         if row is None:
@@ -156,7 +155,8 @@ class Journal:
 
     def finish(self, outcome: str) -> None:
         self.db.execute(
-            "UPDATE rollouts SET finished = ?, outcome = ? WHERE id = ?", (time.time(), outcome, self.rollout_id)
+            "UPDATE rollouts SET finished = ?, outcome = ? WHERE id = ?",
+            (time.time(), outcome, self.rollout_id),
         )
 
     def reopen(self) -> None:
@@ -205,7 +205,7 @@ class Journal:
             "SELECT step, started, finished, ok, message FROM steps WHERE rollout_id = ? AND name = ? ORDER BY id",
             (self.rollout_id, name),
         )
-        return [tuple(r) for r in rows]  # type: ignore[misc]
+        return [(str(a), float(b), c, d, e) for a, b, c, d, e in rows]
 
     def commands_of(self, name: str) -> list[tuple[float, str, str]]:
         rows = self.db.execute(

@@ -15,10 +15,11 @@ from segtui.rollout.journal import operator
 class LockHeld(Exception):
     def __init__(self, path: Path, holder: dict[str, object]) -> None:
         since = holder.get("since")
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(since))) if since else "?"
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)) if isinstance(since, float) else "?"
+        pid, who, command = holder.get("pid", "?"), holder.get("who", "?"), holder.get("command", "?")
         super().__init__(
             f"{path}: another segtui holds the rollout lock for this inventory "
-            f"(pid {holder.get('pid', '?')}, {holder.get('who', '?')}, since {when}, command {holder.get('command', '?')})"
+            f"(pid {pid}, {who}, since {when}, command {command})"
         )
         self.holder = holder
 

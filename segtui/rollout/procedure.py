@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from segtui.asyncos.commands import Appliance
 from segtui.asyncos.errors import (
@@ -39,8 +39,19 @@ from segtui.rollout.reboot import RebootPoller, RebootTimeout, WrongVersion
 T = TypeVar("T")
 
 # Steps that may simply be tried again after a dropped connection.
-RETRYABLE = {Step.PRECHECK, Step.BACKUP, Step.POINT, Step.SUSPEND, Step.DRAIN, Step.VERIFY, Step.RESUME,
-             Step.RESTORE, Step.DISCONNECT, Step.RECONNECT, Step.UPGRADE}
+RETRYABLE = {
+    Step.PRECHECK,
+    Step.BACKUP,
+    Step.POINT,
+    Step.SUSPEND,
+    Step.DRAIN,
+    Step.VERIFY,
+    Step.RESUME,
+    Step.RESTORE,
+    Step.DISCONNECT,
+    Step.RECONNECT,
+    Step.UPGRADE,
+}
 
 
 # A pause holds an appliance before these steps only: steps that bring it back are never held,
@@ -154,8 +165,12 @@ class ApplianceProcedure:
                 if step in RETRYABLE and attempt < 4 and time.monotonic() < end:
                     attempt += 1
                     self.note(f"{step.value}: {err.message}; retrying ({attempt})", "warning")
-                    await asyncio.sleep(min(self.ctx.settings.polling.reboot_initial * attempt,
-                                            max(0.0, end - time.monotonic())))
+                    await asyncio.sleep(
+                        min(
+                            self.ctx.settings.polling.reboot_initial * attempt,
+                            max(0.0, end - time.monotonic()),
+                        )
+                    )
                     continue
                 self.ctx.journal.step_finished(step_id, False, err.message)
                 self.ctx.emit(StepFinished(appliance=self.name, step=step, ok=False, message=err.message))
@@ -172,10 +187,11 @@ class ApplianceProcedure:
 
     async def _interruptible(self, fn: Callable[[], Awaitable[T]]) -> T:
         work: asyncio.Future[T] = asyncio.ensure_future(fn())
-        stop = asyncio.ensure_future(self._stop_event.wait())
+        stop: asyncio.Future[Any] = asyncio.ensure_future(self._stop_event.wait())
         try:
             while True:
-                await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+                pending: list[asyncio.Future[Any]] = [work, stop]
+                await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 if work.done():
                     return work.result()
                 if self.past_point_of_no_return or self.stop_request is None:

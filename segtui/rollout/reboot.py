@@ -48,15 +48,19 @@ class RebootPoller:
         name = self.spec.name
 
         def probe(stage: str, error: str | None = None) -> None:
-            self.ctx.emit(RebootProbed(appliance=name, stage=stage, attempt=attempt, since=since,
-                                       deadline=deadline, error=error))
+            self.ctx.emit(
+                RebootProbed(appliance=name, stage=stage, attempt=attempt, since=since, deadline=deadline, error=error)
+            )
 
         while True:
             attempt += 1
             left = deadline - time.time()
             if left <= 0:
-                raise RebootTimeout(name, f"did not come back within {self.ctx.settings.deadlines.reboot:g} s "
-                                          f"of the reboot ({attempt - 1} probes); state unknown")
+                raise RebootTimeout(
+                    name,
+                    f"did not come back within {self.ctx.settings.deadlines.reboot:g} s "
+                    f"of the reboot ({attempt - 1} probes); state unknown",
+                )
             probe("tcp")
             if not await self._tcp_open(min(5.0, left)):
                 if not saw_down:

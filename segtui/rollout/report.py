@@ -24,15 +24,14 @@ def build_report(rollout: Rollout, outcome: str) -> dict[str, Any]:
                 "version_after": rec.current,
                 "listeners": rec.listeners,
                 "hops": rec.hops,
-                "backups": [
-                    {"kind": b["kind"], "path": b["path"], "sha256": b["sha256"]} for b in rec.backups
-                ],
+                "backups": [{"kind": b["kind"], "path": b["path"], "sha256": b["sha256"]} for b in rec.backups],
                 "error": rec.error,
             }
         )
     counts: dict[str, int] = {}
     for a in appliances:
-        counts[a["state"]] = counts.get(a["state"], 0) + 1
+        state = str(a["state"])
+        counts[state] = counts.get(state, 0) + 1
     return {
         "fleet": rollout.inventory.name,
         "environment": rollout.inventory.environment,
@@ -48,8 +47,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# segtui rollout: {report['fleet']} ({report['environment']}) to {report['target']}",
         "",
-        f"**Outcome: {report['outcome']}** — "
-        + ", ".join(f"{k}: {v}" for k, v in sorted(report["counts"].items())),
+        f"**Outcome: {report['outcome']}** — " + ", ".join(f"{k}: {v}" for k, v in sorted(report["counts"].items())),
         "",
         "| appliance | state | before | after | listeners | backups | error |",
         "|---|---|---|---|---|---|---|",
@@ -68,7 +66,10 @@ def markdown(report: dict[str, Any]) -> str:
 def write_report(report: dict[str, Any], path: Path) -> Path:
     """Write FILE.json and FILE.md beside it, owner-only."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    for target, body in ((path, json.dumps(report, indent=2) + "\n"), (path.with_suffix(".md"), markdown(report))):
+    for target, body in (
+        (path, json.dumps(report, indent=2) + "\n"),
+        (path.with_suffix(".md"), markdown(report)),
+    ):
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(body)

@@ -35,8 +35,7 @@ def parse_faults(spec: str | None) -> dict[str, set[str]]:
         if not item:
             continue
         name, sep, fault = item.partition("=")
-        drop = fault.startswith("drop@") and len(fault) > 5 and (
-            "#" not in fault or fault.rpartition("#")[2].isdigit())
+        drop = fault.startswith("drop@") and len(fault) > 5 and ("#" not in fault or fault.rpartition("#")[2].isdigit())
         if not sep or not name.strip() or (fault not in FAULTS and not drop):
             raise FaultSpecError(
                 f"--faults: {item!r} is not name=fault (faults: {', '.join(FAULTS)}, drop@COMMAND[#N])"

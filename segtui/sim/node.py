@@ -51,7 +51,7 @@ class _Server(asyncssh.SSHServer):
 class _ConfigSFTP(asyncssh.SFTPServer):
     """SCP and SFTP see the appliance's files, with /configuration/ inside its own root."""
 
-    def __init__(self, chan: asyncssh.SSHServerChannel, root: Path) -> None:
+    def __init__(self, chan: asyncssh.SSHServerChannel[bytes], root: Path) -> None:
         super().__init__(chan, chroot=str(root).encode())
 
 

@@ -16,7 +16,12 @@ READ_ONLY = {"version", "status", "status detail", "workqueue", "workqueue statu
 MACHINE_LEVEL = {"suspendlistener", "resumelistener", "upgrade", "reboot", "workqueue", "updateconfig"}
 PAGE_LINES = 14  # AsyncOS pages long output whatever the terminal says
 
-OTHER_SERVICES = ("Timezone rules", "Enrollment Client Updates", "Support Request updates", "Sophos Anti-Virus")
+OTHER_SERVICES = (
+    "Timezone rules",
+    "Enrollment Client Updates",
+    "Support Request updates",
+    "Sophos Anti-Virus",
+)
 
 
 def _clock() -> str:
@@ -245,10 +250,10 @@ class ApplianceShell:
             try:
                 picks = [int(x) for x in raw.split(",")]
             except ValueError:
-                t.line("You must enter a number from 1 to %d." % (len(names) + 1))
+                t.line(f"You must enter a number from 1 to {len(names) + 1}.")
                 continue
             if any(p < 1 or p > len(names) + 1 for p in picks):
-                t.line("You must enter a number from 1 to %d." % (len(names) + 1))
+                t.line(f"You must enter a number from 1 to {len(names) + 1}.")
                 continue
             if 1 in picks:
                 return list(names)
@@ -382,17 +387,16 @@ class ApplianceShell:
                 new.feature_keys = "cisco"
             for svc in OTHER_SERVICES:
                 await self._source_question(svc, "cisco", "updates from")
-            if await self._source_question(
-                "Cisco AsyncOS upgrades", cur.images, "updates from (images)"
-            ) == "2":
+            if await self._source_question("Cisco AsyncOS upgrades", cur.images, "updates from (images)") == "2":
                 new.images = await self._host_question(cur.images)
             else:
                 new.images = "cisco"
             for svc in OTHER_SERVICES[:2]:
                 await self._source_question(svc, "cisco", "the list of available updates from")
-            if await self._source_question(
-                "Cisco AsyncOS upgrades", cur.listing, "the list of available updates from"
-            ) == "2":
+            if (
+                await self._source_question("Cisco AsyncOS upgrades", cur.listing, "the list of available updates from")
+                == "2"
+            ):
                 new.listing = await self._url_question(cur.listing)
             else:
                 new.listing = "cisco"
@@ -536,9 +540,16 @@ class ApplianceShell:
                 break
             t.line(f"You must enter a number from 1 to {len(offers)}.")
         t.line()
-        if (await t.ask_inline(
-            "Would you like to save the current configuration to the configuration directory before upgrading?", "Y"
-        )).upper().startswith("Y"):
+        if (
+            (
+                await t.ask_inline(
+                    "Would you like to save the current configuration to the configuration directory before upgrading?",
+                    "Y",
+                )
+            )
+            .upper()
+            .startswith("Y")
+        ):
             mode = await self._password_option()
             self._write_config(mode)
         t.line()
@@ -564,7 +575,6 @@ class ApplianceShell:
             t.line("\nDownload-only staging is not available in this simulation.")
             return
         await node.run_upgrade(chosen, self)
-
 
     async def upgrade_progress(self, lines: asyncio.Queue[str | None]) -> None:
         """Stream the appliance's upgrade output to this session until it asks for the seconds."""

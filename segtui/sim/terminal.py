@@ -87,7 +87,9 @@ class Terminal:
 
     async def ask(self, question: str, default: str) -> str:
         """A `[default]> ` question; an empty answer takes the default."""
-        self.write(f"{question}\n[{default}]> " if "\n" in question or len(question) > 60 else f"{question} [{default}]> ")
+        self.write(
+            f"{question}\n[{default}]> " if "\n" in question or len(question) > 60 else f"{question} [{default}]> "
+        )
         answer = (await self.readline()).strip()
         return answer or default
 

@@ -20,14 +20,21 @@ from segtui.rollout.events import RolloutState
 from segtui.tui.model import FleetModel
 from segtui.tui.screens import ApplianceDetailScreen, ConfirmScreen, HelpScreen, TypeNameScreen
 from segtui.tui.themes import BASE_THEME, THEMES, theme_paths
-from segtui.tui.widgets import SORT_KEYS, FleetHeader, FleetTable, RebootPanel, UpgradeProgressPanel, WorkQueuePanel
+from segtui.tui.widgets import (
+    SORT_KEYS,
+    FleetHeader,
+    FleetTable,
+    RebootPanel,
+    UpgradeProgressPanel,
+    WorkQueuePanel,
+)
 
 CHANGING_ACTIONS = {"start", "pause", "abort", "suspend", "resume_listeners", "skip", "retry"}
 
 
 class SegtuiApp(App[str]):
     TITLE = "segtui"
-    CSS_PATH: ClassVar[list[Any]] = [str(p) for p in theme_paths()]  # type: ignore[misc]
+    CSS_PATH: ClassVar[list[Any]] = [str(p) for p in theme_paths()]
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("g", "start", "Go/promote"),
         Binding("p", "pause", "Pause"),
@@ -259,8 +266,14 @@ class SegtuiApp(App[str]):
     @on(DataTable.HeaderSelected)
     def _header_clicked(self, event: DataTable.HeaderSelected) -> None:
         label = str(event.label).lower()
-        mapping = {"name": "name", "group": "group", "state": "state", "version": "version",
-                   "queue": "depth", "progress": "percent"}
+        mapping = {
+            "name": "name",
+            "group": "group",
+            "state": "state",
+            "version": "version",
+            "queue": "depth",
+            "progress": "percent",
+        }
         if label in mapping:
             table = self._table()
             table.sort_key = mapping[label]
@@ -282,8 +295,9 @@ class SegtuiApp(App[str]):
         r = self.rollout
         if r.state in (RolloutState.RUNNING, RolloutState.PAUSED) and self.outcome is None:
             self.push_screen(
-                ConfirmScreen("Quit while the rollout runs? It stops where it is; "
-                              "`segtui resume --inventory FILE` continues it."),
+                ConfirmScreen(
+                    "Quit while the rollout runs? It stops where it is; `segtui resume --inventory FILE` continues it."
+                ),
                 lambda ok: self.exit(self.outcome or "paused") if ok else None,
             )
             return
@@ -296,7 +310,12 @@ class SegtuiApp(App[str]):
             ("Pause / unpause", "Pause or unpause the rollout (p)", self.action_pause, True),
             ("Abort", "Abort the rollout safely (a)", self.action_abort, True),
             ("Suspend listeners", "On the marked or selected appliances (s)", self.action_suspend, True),
-            ("Resume listeners", "On the marked or selected appliances (r)", self.action_resume_listeners, True),
+            (
+                "Resume listeners",
+                "On the marked or selected appliances (r)",
+                self.action_resume_listeners,
+                True,
+            ),
             ("Skip appliance", "Skip the selected appliance (x)", self.action_skip, True),
             ("Retry appliance", "Retry the selected failed appliance (R)", self.action_retry, True),
             ("Filter", "Filter the fleet table (/)", self.action_filter, False),

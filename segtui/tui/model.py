@@ -159,8 +159,9 @@ class FleetModel:
         started_at = self.rollout.started_at
         if not finished or not started_at:
             return None
-        remaining = sum(1 for r in self.rows.values() if r.state not in ("done", "failed", "skipped",
-                                                                        "needs-attention"))
+        remaining = sum(
+            1 for r in self.rows.values() if r.state not in ("done", "failed", "skipped", "needs-attention")
+        )
         elapsed = self.clock() - started_at
         rate = len(finished) / max(elapsed, 1e-6)
         return remaining / rate if rate > 0 else None

@@ -155,7 +155,7 @@ class ApplianceDetailScreen(ModalScreen[None]):
         log.clear()
         count = 0
         for ts, command, output in self.journal.commands_of(self.appliance):
-            block = [f"{command}"] + output.splitlines()
+            block = [f"{command}", *output.splitlines()]
             if needle and not any(needle.lower() in line.lower() for line in block):
                 continue
             count += 1

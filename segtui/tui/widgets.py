@@ -22,8 +22,19 @@ STATE_STYLE = {
     "skipped": "yellow",
 }
 IN_FLIGHT_STYLE = "bold cyan"
-COLUMNS = ("", "Name", "Group", "Cluster", "Version", "State", "Listeners", "Queue", "Progress",
-           "Elapsed", "Last message")
+COLUMNS = (
+    "",
+    "Name",
+    "Group",
+    "Cluster",
+    "Version",
+    "State",
+    "Listeners",
+    "Queue",
+    "Progress",
+    "Elapsed",
+    "Last message",
+)
 SORT_KEYS = ("name", "group", "state", "version", "depth", "percent")
 
 
@@ -37,7 +48,7 @@ def fmt_duration(seconds: float | None) -> str:
 
 
 def bar(percent: float, width: int = 10) -> str:
-    filled = int(round(width * max(0.0, min(100.0, percent)) / 100))
+    filled = round(width * max(0.0, min(100.0, percent)) / 100)
     return "█" * filled + "░" * (width - filled)
 
 
@@ -57,17 +68,31 @@ class FleetHeader(Static):
         if inv.production:
             text.append(f" ■ PRODUCTION · {inv.name} ", style="bold white on red")
         else:
-            text.append(f" {env} · {inv.name} ", style="bold black on green" if env == "LAB" else "bold black on yellow")
+            text.append(
+                f" {env} · {inv.name} ",
+                style="bold black on green" if env == "LAB" else "bold black on yellow",
+            )
         state = r.state.value
-        state_style = {"running": "bold green", "paused": "bold yellow", "aborted": "bold red",
-                       "done": "bold blue", "ready": "bold"}.get(state, "")
+        state_style = {
+            "running": "bold green",
+            "paused": "bold yellow",
+            "aborted": "bold red",
+            "done": "bold blue",
+            "ready": "bold",
+        }.get(state, "")
         text.append(f"  target {r.target}  ")
         text.append(f"[{state}]", style=state_style)
         batch, total = m.batch
         text.append(f"  batch {batch} of {max(total, batch)}  ")
         c = m.counts()
-        for key, style in (("done", "green"), ("in flight", "cyan"), ("failed", "red"), ("pending", "dim"),
-                           ("needs-attention", "bold magenta"), ("skipped", "yellow")):
+        for key, style in (
+            ("done", "green"),
+            ("in flight", "cyan"),
+            ("failed", "red"),
+            ("pending", "dim"),
+            ("needs-attention", "bold magenta"),
+            ("skipped", "yellow"),
+        ):
             if key in ("skipped", "needs-attention") and not c[key]:
                 continue  # shown only when they happen, to keep the header on one line
             text.append(f"{key} {c[key]}", style=style)
@@ -102,8 +127,10 @@ class FleetTable(DataTable[Text | str]):
         if not self.filter_text:
             return True
         needle = self.filter_text.lower()
-        return any(needle in str(v).lower() for v in (row.name, row.group, row.cluster, row.state, row.version,
-                                                       row.listeners, row.message))
+        return any(
+            needle in str(v).lower()
+            for v in (row.name, row.group, row.cluster, row.state, row.version, row.listeners, row.message)
+        )
 
     def ordered(self) -> list[str]:
         rows = [r for r in self.model.rows.values() if self.matches(r)]
@@ -122,8 +149,12 @@ class FleetTable(DataTable[Text | str]):
         target = str(self.model.rollout.target)
         style = STATE_STYLE.get(row.state, IN_FLIGHT_STYLE)
         version = row.version if row.version == target else f"{row.version}→{target}"
-        listeners = Text(row.listeners, style="bold yellow" if row.listeners == "suspended" else
-                         ("bold magenta" if row.listeners == "unknown" else "green"))
+        listeners = Text(
+            row.listeners,
+            style="bold yellow"
+            if row.listeners == "suspended"
+            else ("bold magenta" if row.listeners == "unknown" else "green"),
+        )
         depth = "" if row.depth is None else str(row.depth)
         depth_text = Text(depth, style="bold yellow" if row.draining else "")
         end = row.finished or self.model.clock()

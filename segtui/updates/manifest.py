@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-
 from dataclasses import dataclass
 from xml.etree.ElementTree import Element
 
@@ -68,8 +67,9 @@ def parse_manifest(url: str, body: bytes) -> Manifest:
     return Manifest(url, base, tuple(releases))
 
 
-async def fetch_bounded(client: httpx.AsyncClient, url: str, limit: int = MAX_MANIFEST_BYTES,
-                        timeout: float = 15.0) -> bytes:
+async def fetch_bounded(
+    client: httpx.AsyncClient, url: str, limit: int = MAX_MANIFEST_BYTES, timeout: float = 15.0
+) -> bytes:
     """GET with a byte limit and an overall deadline: a hostile server cannot stall or flood us."""
     try:
         async with client.stream("GET", url, timeout=httpx.Timeout(timeout)) as resp:
@@ -104,8 +104,9 @@ def manifest_url(update_server: str, base: Version) -> str:
     return f"{update_server.rstrip('/')}/asyncos/{base.tag()}.xml"
 
 
-async def path_to_target(client: httpx.AsyncClient, update_server: str, base: Version, target: Version,
-                         max_hops: int = 4) -> list[Version]:
+async def path_to_target(
+    client: httpx.AsyncClient, update_server: str, base: Version, target: Version, max_hops: int = 4
+) -> list[Version]:
     """The versions to step through from `base` to `target` per the manifests (empty if unreachable)."""
     path: list[Version] = []
     current = base
