@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from segtui.asyncos.versions import Version
 from segtui.inventory import Inventory, load_inventory
@@ -15,6 +15,10 @@ from segtui.rollout.journal import Journal
 from segtui.settings import Settings, load_settings
 from segtui.sim.fleet import SimFleet
 from segtui.sim.model import Durations
+
+# Shared, noisy machines: no per-example deadline, a fixed budget of examples.
+hypothesis_settings.register_profile("segtui", deadline=None, max_examples=150)
+hypothesis_settings.load_profile("segtui")
 
 TARGET = Version.parse("16.0.0-123")
 TEST_PASSWORD = "S3cret-Pa55phrase!"
@@ -33,7 +37,7 @@ def _password_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_settings(state_dir: Path, **update: object) -> Settings:
-    base = load_settings(Path(os.devnull) if False else None)
+    base = load_settings()
     s = base.model_copy(update={"min_scaled_deadline": 8.0})
     s = s.scaled(SCALE)
     return s.model_copy(update={"state_dir": state_dir, **update})

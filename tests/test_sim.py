@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -284,7 +283,6 @@ def test_fault_spec_parsing() -> None:
             parse_faults(bad)
 
 
-@pytest.mark.skipif(shutil.which("tmux") is None or shutil.which("ssh") is None, reason="needs tmux and ssh")
 def test_openssh_client_walks_the_cli(tmp_path: Path) -> None:
     """A real OpenSSH client, typed into by tmux like a person would."""
     sim = subprocess.Popen(

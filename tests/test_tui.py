@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import asyncssh
-import pytest
 
 from segtui.asyncos.versions import Version
 from segtui.inventory import load_inventory
@@ -326,7 +324,6 @@ async def _settle(pilot) -> None:  # type: ignore[no-untyped-def]
 # --- a real terminal ------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
 def test_demo_in_a_real_terminal_under_tmux(tmp_path: Path) -> None:
     session = f"segtui-demo-{os.getpid()}"
     cmd = (
