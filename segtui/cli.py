@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--workdir", type=Path, help="where appliances keep their files (default: a temp dir)")
     p.add_argument("--events-out", type=Path, help="append one line per appliance event (upgrades, reboots)")
+    p.add_argument("--fixed-durations", action="store_true", help="every appliance takes the same time")
+    p.add_argument("--no-clusters", action="store_true", help="no AsyncOS cluster in the fleet")
 
     for name, text in (("run", "run a rollout"), ("resume", "continue an interrupted rollout")):
         p = sub.add_parser(name, help=text)
@@ -158,6 +160,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
 async def cmd_sim(args: argparse.Namespace) -> int:
     from segtui.errors import InputError
     from segtui.sim.fleet import FaultSpecError, SimFleet, parse_faults
+    from segtui.sim.model import Durations
 
     try:
         fleet = SimFleet(
@@ -167,6 +170,8 @@ async def cmd_sim(args: argparse.Namespace) -> int:
             seed=args.seed,
             workdir=args.workdir,
             events_out=args.events_out,
+            durations=Durations().fixed() if args.fixed_durations else None,
+            clusters=not args.no_clusters,
         )
     except (FaultSpecError, ValueError) as exc:
         raise InputError([str(exc)]) from None

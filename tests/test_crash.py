@@ -177,7 +177,7 @@ def test_sigkill_at_many_moments_then_resume(tmp_path: Path) -> None:
         assert kills >= 20, kills
         # the kills landed across the procedure, not in one place
         assert len(steps_hit) >= 8, steps_hit
-        lines = [ln.split(" ", 1) for ln in events.read_text().splitlines()]
+        lines = [ln.split()[:2] for ln in events.read_text().splitlines()]
         upgrades = Counter((n, e) for n, e in lines if e.startswith("upgraded:"))
         names = {f"esa{i:02d}" for i in range(1, 13)}
         for name in names:

@@ -262,3 +262,34 @@ async def test_target_check_and_plan_via_cli(tmp_path: Path) -> None:
         assert not any(n.appliance.suspended for n in fleet.nodes.values())
     finally:
         await fleet.stop()
+
+
+async def test_resume_trusts_the_appliance_over_the_journal(tmp_path: Path) -> None:
+    """Journaled 'suspended' but killed before the appliance heard it: resume suspends it for real."""
+    from segtui.rollout.engine import Rollout
+    from segtui.rollout.journal import Journal
+
+    fleet = await start_fleet(tmp_path, 2, clusters=False)
+    try:
+        first = make_rollout(fleet, tmp_path)
+        rec = first.records["esa01"]
+        rec.state, rec.step, rec.suspended_by_us, rec.listeners = "running", "suspend", True, "suspended"
+        first.journal.save(rec)
+        rollout_id = first.journal.rollout_id
+        assert rollout_id is not None and not fleet.nodes["esa01"].appliance.suspended
+        journal = Journal(first.settings.state_dir / "journal.sqlite")
+        again = Rollout(first.inventory, first.settings, TARGET, journal, first.options, exit_on_pause=True)
+        again.attach(rollout_id)
+        upgraded_while: list[bool] = []
+
+        def watch(ev: RolloutEvent) -> None:
+            if isinstance(ev, StepStarted) and ev.step.value == "upgrade" and ev.appliance == "esa01":
+                upgraded_while.append(fleet.nodes["esa01"].appliance.suspended)
+
+        again.subscribe(watch)
+        assert await again.run(autostart=True) == "completed"
+        assert upgraded_while == [True]
+        assert not fleet.nodes["esa01"].appliance.suspended
+        assert fleet.nodes["esa01"].appliance.upgrades_done == [(16, 0, 0, 123)]
+    finally:
+        await fleet.stop()

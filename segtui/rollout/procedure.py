@@ -270,6 +270,11 @@ class ApplianceProcedure:
         if "offline" in status.system_status.lower():
             raise NotHealthy(self.name, f"system status is {status.system_status!r}")
         self.ctx.emit(WorkQueueDepth(appliance=self.name, depth=wq.messages, draining=False))
+        if rec.suspended_by_us and not status.receiving_suspended:
+            # Journaled before the command, but segtui stopped before the appliance acted on it:
+            # the truth is "receiving", so suspend again.
+            rec.suspended_by_us = False
+            self.set_listeners("active")
         if not rec.suspended_by_us:
             # A suspension we did not make is left as it is: we drain, upgrade, and never resume it.
             rec.suspended_elsewhere = status.receiving_suspended

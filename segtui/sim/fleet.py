@@ -6,6 +6,7 @@ import asyncio
 import os
 import random
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -105,7 +106,7 @@ class SimFleet:
         self.events.append((name, what))
         if self.events_out is not None:
             with self.events_out.open("a") as fh:
-                fh.write(f"{name} {what}\n")
+                fh.write(f"{name} {what} {time.time():.3f}\n")
         if self.on_event is not None:
             self.on_event(name, what)
 

@@ -67,6 +67,15 @@ class Durations:
     reboot: tuple[float, float] = (480, 1200)
     drain_rate: float = 15.0  # messages per second leaving the work queue once receiving stops
 
+    def fixed(self) -> Durations:
+        """Every appliance takes the same time (midpoints): for benchmarks that compare fleet sizes."""
+
+        def mid(b: tuple[float, float]) -> tuple[float, float]:
+            m = (b[0] + b[1]) / 2
+            return (m, m)
+
+        return Durations(mid(self.analysis), mid(self.download), mid(self.install), mid(self.reboot), self.drain_rate)
+
 
 @dataclass
 class Cluster:

@@ -1,0 +1,68 @@
+"""Orchestration overhead: a rollout of 500 appliances vs 10, all in one batch, same time scale.
+
+Target: T(500) <= 1.10 x T(10). The simulator runs in its own process with fixed durations, so the
+per-appliance procedure time is the floor and the ratio measures segtui's own overhead.
+
+    python benchmarks/orchestration.py [--large 500] [--small 10] [--time-scale 0.05]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+from _common import CpuMeter, report, rss_mb, start_sim
+
+from segtui.asyncos.versions import Version
+from segtui.inventory import load_inventory
+from segtui.rollout.engine import Rollout, RolloutOptions
+from segtui.rollout.journal import Journal
+from segtui.settings import load_settings
+
+
+async def one_rollout(n: int, scale: float) -> tuple[float, float, float, str]:
+    sim = start_sim(n, scale, "--fixed-durations")
+    try:
+        inventory = load_inventory(sim.inventory)
+        settings = (
+            load_settings().scaled(scale).model_copy(update={"state_dir": sim.workdir / "state", "concurrency": n})
+        )
+        journal = Journal(settings.state_dir / "journal.sqlite")
+        rollout = Rollout(
+            inventory,
+            settings,
+            Version.parse("16.0.0-123"),
+            journal,
+            RolloutOptions(batch="100%", max_unavailable=n, concurrency=n, max_fail="0"),
+            exit_on_pause=True,
+        )
+        rollout.begin()
+        with CpuMeter() as cpu:
+            start = time.monotonic()
+            outcome = await rollout.run(autostart=True)
+            took = time.monotonic() - start
+        done = sum(1 for r in rollout.records.values() if r.state == "done")
+        print(
+            f"  {n:>4} appliances: {took:7.1f} s, outcome {outcome}, {done} done, segtui CPU "
+            f"{cpu.percent_of_core:.0f}% of a core, RSS {rss_mb():.0f} MB",
+            flush=True,
+        )
+        return took, cpu.percent_of_core, rss_mb(), outcome
+    finally:
+        sim.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--large", type=int, default=500)
+    ap.add_argument("--small", type=int, default=10)
+    ap.add_argument("--time-scale", type=float, default=0.05)
+    args = ap.parse_args()
+    small, *_ = asyncio.run(one_rollout(args.small, args.time_scale))
+    large, *_ = asyncio.run(one_rollout(args.large, args.time_scale))
+    report(f"rollout time ratio {args.large}/{args.small}", large / small, "x", 1.10)
+
+
+if __name__ == "__main__":
+    main()
