@@ -18,6 +18,7 @@ from pathlib import Path
 
 import asyncssh
 from _common import CpuMeter, report
+from textual import events
 
 from segtui.asyncos.versions import Version
 from segtui.inventory import load_inventory
@@ -88,11 +89,10 @@ async def run(n: int, rate: int, seconds: float) -> None:
             while time.monotonic() < end:
                 before = table.cursor_row
                 t0 = time.perf_counter()
-                await pilot.press("down" if before < n - 1 else "up")
-                # wait until the cursor move is on the screen (the next refresh after the key)
+                # a key press as the terminal driver delivers it
+                app.post_message(events.Key("down" if before < n - 1 else "up", None))
                 while table.cursor_row == before:
-                    await asyncio.sleep(0)
-                await pilot.wait_for_scheduled_animations()
+                    await asyncio.sleep(0.001)
                 refreshed = asyncio.get_running_loop().create_future()
                 app.call_after_refresh(lambda f=refreshed: f.done() or f.set_result(None))
                 await refreshed

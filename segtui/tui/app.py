@@ -12,7 +12,7 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input
+from textual.widgets import Footer, Input
 from textual.worker import Worker, WorkerState
 
 from segtui.rollout.engine import Rollout
@@ -230,10 +230,8 @@ class SegtuiApp(App[str]):
         if not name:
             return
         table.marks.symmetric_difference_update({name})
-        self.model.dirty.add(name)
-        table.repaint(self.model.take_dirty())
-        if table.cursor_row < len(table.shown) - 1:
-            table.move_cursor(row=table.cursor_row + 1)
+        table.repaint({name})
+        table.move_cursor(table.cursor_row + 1)
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
@@ -262,26 +260,6 @@ class SegtuiApp(App[str]):
         table.sort_key = SORT_KEYS[(SORT_KEYS.index(table.sort_key) + 1) % len(SORT_KEYS)]
         table.rebuild()
         self.notify(f"sorted by {table.sort_key}")
-
-    @on(DataTable.HeaderSelected)
-    def _header_clicked(self, event: DataTable.HeaderSelected) -> None:
-        label = str(event.label).lower()
-        mapping = {
-            "name": "name",
-            "group": "group",
-            "state": "state",
-            "version": "version",
-            "queue": "depth",
-            "progress": "percent",
-        }
-        if label in mapping:
-            table = self._table()
-            table.sort_key = mapping[label]
-            table.rebuild()
-
-    @on(DataTable.RowSelected)
-    def _row_selected(self, event: DataTable.RowSelected) -> None:
-        self.action_detail()
 
     def action_detail(self) -> None:
         name = self._table().selected_name()

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import ClassVar
 
 from rich.console import Group
+from rich.style import Style
 from rich.table import Table
 from rich.text import Text
+from textual import events
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from textual.widgets import DataTable, Sparkline, Static
+from textual.geometry import Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+from textual.widgets import Sparkline, Static
 
 from segtui.rollout.events import RolloutState
 from segtui.tui.model import FleetModel, Row
@@ -104,25 +111,56 @@ class FleetHeader(Static):
         self.update(text)
 
 
-class FleetTable(DataTable[Text | str]):
-    """One row per appliance; repainted from the model's dirty set on a timer, never per event."""
+class FleetTable(ScrollView, can_focus=True):
+    """One line per appliance, drawn with the Line API: a repaint touches only the visible rows that
+    changed, and each row's strip is cached until its data, cursor or mark changes.
+    (DataTable's update_cell throws its whole render cache away on every call.)"""
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("o", "app.sort_next", "Sort", show=False)]
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"fleet-table--header", "fleet-table--cursor", "fleet-table--odd"}
+    DEFAULT_CSS = """
+    FleetTable { background: $surface; }
+    FleetTable > .fleet-table--header { text-style: bold; background: $panel; color: $foreground; }
+    FleetTable > .fleet-table--cursor { background: $primary 50%; }
+    FleetTable:focus > .fleet-table--cursor { background: $primary; }
+    FleetTable > .fleet-table--odd { background: $foreground 4%; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("up", "cursor(-1)", "Up", show=False),
+        Binding("down", "cursor(1)", "Down", show=False),
+        Binding("pageup", "page(-1)", "Page up", show=False),
+        Binding("pagedown", "page(1)", "Page down", show=False),
+        Binding("home", "jump(0)", "First", show=False),
+        Binding("end", "jump(-1)", "Last", show=False),
+    ]
+    WIDTHS = (1, 8, 5, 8, 21, 15, 9, 5, 11, 6, 0)
+
+    class Highlighted(Message):
+        def __init__(self, name: str | None) -> None:
+            super().__init__()
+            self.name = name
 
     def __init__(self, model: FleetModel, **kwargs: object) -> None:
-        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)  # type: ignore[arg-type]
+        super().__init__(**kwargs)  # type: ignore[arg-type]
         self.model = model
         self.marks: set[str] = set()
         self.filter_text = ""
         self.sort_key = "name"
         self.shown: list[str] = []
+        self._index: dict[str, int] = {}
+        self.cursor_row = 0
+        self._versions: dict[str, int] = {}
+        self._cache: OrderedDict[tuple[object, ...], Strip] = OrderedDict()
+        self._style_generation = 0
 
     def on_mount(self) -> None:
-        widths = (1, 8, 5, 8, 21, 15, 9, 5, 11, 6, 40)
-        for label, width in zip(COLUMNS, widths, strict=True):
-            self.add_column(label, key=label or "mark", width=width)
         self.rebuild()
 
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._style_generation += 1  # a theme change re-renders every row
+        self._cache.clear()
+
+    # --- data ----------------------------------------------------------------------------------
     def matches(self, row: Row) -> bool:
         if not self.filter_text:
             return True
@@ -156,7 +194,6 @@ class FleetTable(DataTable[Text | str]):
             else ("bold magenta" if row.listeners == "unknown" else "green"),
         )
         depth = "" if row.depth is None else str(row.depth)
-        depth_text = Text(depth, style="bold yellow" if row.draining else "")
         end = row.finished or self.model.clock()
         elapsed = fmt_duration(end - row.started) if row.started else "-"
         return [
@@ -167,42 +204,47 @@ class FleetTable(DataTable[Text | str]):
             Text(version, style="green" if row.version == target else ""),
             Text(row.state, style=style),
             listeners,
-            depth_text,
+            Text(depth, style="bold yellow" if row.draining else ""),
             f"{bar(row.percent, 6)} {int(row.percent):>3}%",
             elapsed,
-            row.message[:80],
+            row.message,
         ]
 
+    def cell_text(self, name: str, column: str) -> str:
+        return str(self.cells(self.model.rows[name])[COLUMNS.index(column)])
+
+    @property
+    def row_count(self) -> int:
+        return len(self.shown)
+
     def rebuild(self) -> None:
-        """Re-create rows (filter or sort changed); keeps the cursor on the same appliance."""
+        """Re-order rows (filter or sort changed); keeps the cursor on the same appliance."""
         current = self.selected_name()
-        self.clear()
         self.shown = self.ordered()
-        for name in self.shown:
-            self.add_row(*self.cells(self.model.rows[name]), key=name)
-        if current in self.shown:
-            self.move_cursor(row=self.shown.index(current))
+        self._index = {name: i for i, name in enumerate(self.shown)}
+        self.virtual_size = Size(self.size.width, len(self.shown) + 1)
+        self.cursor_row = self._index.get(current, 0) if current else 0
+        self.cursor_row = min(self.cursor_row, max(0, len(self.shown) - 1))
         self.model.take_dirty()
+        self._cache.clear()
+        self._scroll_to_cursor()
+        self.refresh()
 
     def repaint(self, dirty: set[str]) -> None:
-        if not dirty:
-            return
-        shown = set(self.shown)
+        """Invalidate the changed rows; only those on screen are redrawn."""
+        top = int(self.scroll_offset.y)
+        bottom = top + self.size.height
         for name in dirty:
-            if name not in shown:
-                continue
-            cells = self.cells(self.model.rows[name])
-            for label, value in zip(COLUMNS, cells, strict=True):
-                # update_width stays False on this hot path: widths are fixed.
-                self.update_cell(name, label or "mark", value)
+            self._versions[name] = self._versions.get(name, 0) + 1
+            idx = self._index.get(name)
+            if idx is not None and top <= idx < bottom:
+                self.refresh_line(idx + 1)
 
+    # --- cursor --------------------------------------------------------------------------------
     def selected_name(self) -> str | None:
-        if not self.shown or self.cursor_row < 0 or self.cursor_row >= len(self.shown):
-            return None
-        try:
-            return str(self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value)
-        except Exception:
-            return None
+        if 0 <= self.cursor_row < len(self.shown):
+            return self.shown[self.cursor_row]
+        return None
 
     def targets(self) -> list[str]:
         """Marked appliances, or the selected one."""
@@ -210,6 +252,94 @@ class FleetTable(DataTable[Text | str]):
             return sorted(self.marks)
         name = self.selected_name()
         return [name] if name else []
+
+    def move_cursor(self, row: int) -> None:
+        if not self.shown:
+            return
+        old = self.cursor_row
+        self.cursor_row = max(0, min(row, len(self.shown) - 1))
+        if old != self.cursor_row:
+            self.refresh_line(old + 1)
+            self.refresh_line(self.cursor_row + 1)
+            self._scroll_to_cursor()
+            self.post_message(self.Highlighted(self.selected_name()))
+
+    def _scroll_to_cursor(self) -> None:
+        visible = max(1, self.size.height - 1)  # the first line is the header
+        top = int(self.scroll_offset.y)
+        if self.cursor_row < top:
+            self.scroll_to(y=self.cursor_row, animate=False)
+        elif self.cursor_row >= top + visible:
+            self.scroll_to(y=self.cursor_row - visible + 1, animate=False)
+
+    def action_cursor(self, delta: int) -> None:
+        self.move_cursor(self.cursor_row + delta)
+
+    def action_page(self, direction: int) -> None:
+        self.move_cursor(self.cursor_row + direction * max(1, self.size.height - 2))
+
+    def action_jump(self, row: int) -> None:
+        self.move_cursor(row if row >= 0 else len(self.shown) - 1)
+
+    def on_click(self, event: events.Click) -> None:
+        if event.y >= 1:
+            self.move_cursor(int(self.scroll_offset.y) + event.y - 1)
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        self.refresh()
+
+    # --- drawing -------------------------------------------------------------------------------
+    def _line(self, cells: list[Text | str], width: int) -> Text:
+        line = Text(no_wrap=True, overflow="ellipsis")
+        used = 0
+        for value, col_width in zip(cells, self.WIDTHS, strict=True):
+            text = value if isinstance(value, Text) else Text(value)
+            w = col_width or max(0, width - used - 1)
+            if w <= 0:
+                break
+            piece = text.copy()
+            piece.truncate(w, overflow="ellipsis", pad=True)
+            line.append(" ")
+            line.append_text(piece)
+            used += w + 1
+        return line
+
+    def _strip(self, text: Text, width: int, style: Style) -> Strip:
+        segments = list(text.render(self.app.console))
+        return Strip(segments).adjust_cell_length(width).apply_style(style)
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        base = self.rich_style
+        if y == 0:
+            key: tuple[object, ...] = ("header", width, self._style_generation)
+            strip = self._cache.get(key)
+            if strip is None:
+                header = self.get_component_rich_style("fleet-table--header")
+                strip = self._strip(self._line(list(COLUMNS), width), width, base + header)
+                self._cache[key] = strip
+            return strip
+        idx = int(self.scroll_offset.y) + y - 1
+        if idx >= len(self.shown):
+            return Strip.blank(width, base)
+        name = self.shown[idx]
+        cursor = idx == self.cursor_row
+        key = (name, self._versions.get(name, 0), cursor, name in self.marks, idx % 2, width, self._style_generation)
+        strip = self._cache.get(key)
+        if strip is None:
+            style = base
+            if idx % 2:
+                style = style + self.get_component_rich_style("fleet-table--odd")
+            if cursor:
+                style = style + self.get_component_rich_style("fleet-table--cursor")
+            strip = self._strip(self._line(self.cells(self.model.rows[name]), width), width, style)
+            self._cache[key] = strip
+            if len(self._cache) > 4000:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(key)
+        return strip
 
 
 class WorkQueuePanel(Vertical):
