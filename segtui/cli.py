@@ -60,6 +60,22 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--target", required=True, help="AsyncOS version, e.g. 16.0.0-123")
         _add_rollout_options(p)
 
+    p = sub.add_parser("prepare", help="before the window: what to fetch from Cisco, and is the server ready")
+    p.add_argument("--inventory", type=Path)
+    p.add_argument("--target")
+    p.add_argument("--unpack", type=Path, nargs="+", metavar="ZIP", help="unpack fetch_manifest bundles")
+    p.add_argument("--into", type=Path, help="the update server's root directory (with --unpack)")
+
+    p = sub.add_parser("serve-updates", help="a small static HTTP server for the update images and manifests")
+    p.add_argument("directory", type=Path)
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--bind", default="127.0.0.1", help="address to listen on (default: loopback only)")
+
+    p = sub.add_parser("stage", help="download the images ahead of the window; listeners stay active")
+    p.add_argument("--inventory", type=Path, required=True)
+    p.add_argument("--target", required=True)
+    p.add_argument("--concurrency", type=int, default=10)
+
     for name, text in (
         ("check", "pre-flight the whole fleet; changes nothing"),
         ("plan", "print batches and the exact CLI commands; changes nothing"),
@@ -154,7 +170,149 @@ async def _dispatch(args: argparse.Namespace) -> int:
         return await cmd_run(args)
     if args.command == "resume":
         return await cmd_resume(args)
+    if args.command == "prepare":
+        return await cmd_prepare(args)
+    if args.command == "serve-updates":
+        return await cmd_serve_updates(args)
+    if args.command == "stage":
+        return await cmd_stage(args)
     raise AssertionError(args.command)
+
+
+async def cmd_prepare(args: argparse.Namespace) -> int:
+    from segtui.errors import InputError
+
+    if args.unpack:
+        from segtui.updates.bundle import BundleError, unpack
+
+        if args.into is None:
+            raise InputError(["--unpack: needs --into DIR (the update server's root)"])
+        missing: list[str] = []
+        for archive in args.unpack:
+            try:
+                result = unpack(archive, args.into)
+            except BundleError as exc:
+                raise InputError([str(exc)]) from None
+            print(
+                f"{archive}: {len(result.files)} files, manifests: "
+                f"{', '.join(p.name for p in result.manifests) or 'none'}"
+            )
+            missing += result.missing_images
+        for image in missing:
+            print(f"MISSING image referenced by a manifest: {image}")
+        return EXIT_OK if not missing else EXIT_FAILED
+    if args.inventory is None or args.target is None:
+        raise InputError(["prepare: needs --inventory FILE --target VERSION (or --unpack ZIP... --into DIR)"])
+    import httpx
+
+    from segtui.rollout.context import RolloutContext
+    from segtui.rollout.journal import Journal
+    from segtui.rollout.preflight import read_versions
+    from segtui.updates.prepare import BaseRelease, check_server
+
+    settings = _settings(args)
+    inventory = _inventory(args.inventory)
+    target = _target(args.target)
+    ctx = RolloutContext(inventory, settings, target, Journal(settings.state_dir / "journal.sqlite"), lambda e: None)
+    checks = await read_versions(ctx)
+    bases: dict[Any, BaseRelease] = {}
+    unreachable = []
+    for name, check in sorted(checks.items()):
+        if check.info is None:
+            unreachable.append(f"{name}: {check.problem}")
+            continue
+        info = check.info
+        if info.version >= target:
+            continue
+        base = bases.setdefault(info.version, BaseRelease(info.version))
+        if info.vln:
+            base.virtual.append((name, info.vln, info.model or "?"))
+        else:
+            base.serials.append((name, info.serial or "?"))
+    print(f"fetch_manifest requests for {inventory.name}, target {target}:")
+    for _version, base in sorted(bases.items()):
+        count = len(base.serials) + len(base.virtual)
+        print(f"\nBase release tag: {base.tag}  ({count} appliance{'s' if count != 1 else ''})")
+        if base.serials:
+            print(f"  physical appliances - Serial number(s): {', '.join(s for _, s in base.serials)}")
+            print(f"    ({', '.join(n for n, _ in base.serials)})")
+        for name, vln, model in base.virtual:
+            print(f"  virtual appliance {name} - Virtual license number (VLN): {vln}  Model: {model}")
+        print(f"  then the update server must hold: asyncos/{base.tag}.xml and the images it names")
+    async with httpx.AsyncClient() as client:
+        gaps, paths = await check_server(client, inventory.update_server, list(bases), target)
+    print(f"\nupdate server {inventory.update_server}:")
+    for version in sorted(bases):
+        if version in paths:
+            print(f"  ok   {version.tag()}.xml -> {' -> '.join(str(v) for v in paths[version])}")
+    if gaps:
+        print("\nmissing:")
+        print(f"  {'what':<36} {'url':<60} problem")
+        for gap in gaps:
+            print(f"  {gap.what:<36} {gap.url:<60} {gap.problem}")
+    for line in unreachable:
+        print(f"  unreachable appliance {line}")
+    ready = not gaps and not unreachable
+    print("\nready: nothing is missing" if ready else "\nnot ready: fetch and unpack what is missing")
+    return EXIT_OK if ready else EXIT_FAILED
+
+
+async def cmd_serve_updates(args: argparse.Namespace) -> int:
+    from segtui.errors import InputError
+    from segtui.updates.server import make_server
+
+    if not args.directory.is_dir():
+        raise InputError([f"{args.directory}: not a directory"])
+    try:
+        server = make_server(args.directory, args.port, args.bind)
+    except OSError as exc:
+        raise InputError([f"--port {args.port} / --bind {args.bind}: {exc}"]) from None
+    host, port = str(server.server_address[0]), int(server.server_address[1])
+    shown = host if host not in ("0.0.0.0", "::") else "<this-host>"
+    print(f"serving {args.directory.resolve()} at http://{host}:{port}/ (Ctrl+C stops)")
+    print(f'in the inventory: update_server = "http://{shown}:{port}"', flush=True)
+    try:
+        await asyncio.to_thread(server.serve_forever)
+    finally:
+        server.server_close()
+    return EXIT_OK
+
+
+async def cmd_stage(args: argparse.Namespace) -> int:
+    from segtui.errors import InputError
+    from segtui.rollout.context import RolloutContext
+    from segtui.rollout.events import Message, RolloutEvent, StagingChanged
+    from segtui.rollout.journal import Journal
+    from segtui.rollout.staging import stage_fleet
+
+    settings = _settings(args)
+    inventory = _inventory(args.inventory)
+    target = _target(args.target)
+    if args.concurrency < 1:
+        raise InputError(["--concurrency: must be at least 1"])
+    lock = _lock(settings, inventory, "stage")
+    try:
+        journal = Journal(settings.state_dir / "journal.sqlite")
+        journal.action("stage", f"target {target}")
+
+        def show(event: RolloutEvent) -> None:
+            if isinstance(event, StagingChanged):
+                pct = f" {event.percent}%" if event.percent is not None else ""
+                print(f"{event.appliance:<12} {event.status}{pct} {event.version or ''}", flush=True)
+            elif isinstance(event, Message) and event.level != "info":
+                print(f"{event.appliance or 'fleet':<12} {event.level}: {event.text}", flush=True)
+
+        ctx = RolloutContext(inventory, settings, target, journal, show)
+        results = await stage_fleet(ctx, args.concurrency)
+    finally:
+        lock.release()
+    print()
+    for r in results:
+        print(f"{r.name:<12} {r.status:<15} {r.version or '-':<12} {r.note}")
+    ok = all(r.status in ("staged", "already-staged", "at-target") for r in results)
+    staged = sum(1 for r in results if r.status in ("staged", "already-staged"))
+    print(f"\n{staged} of {len(results)} appliances hold the staged image; `segtui run` will INSTALL it")
+    return EXIT_OK if ok else EXIT_FAILED
 
 
 async def cmd_sim(args: argparse.Namespace) -> int:

@@ -363,3 +363,20 @@ def test_demo_in_a_real_terminal_under_tmux(tmp_path: Path) -> None:
         assert "EXIT=0" in s and "outcome: completed" in s
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+async def test_image_column_shows_staged_downloading_and_not_staged(tmp_path: Path) -> None:
+    from segtui.rollout.events import StagingChanged
+
+    rollout = static_rollout(tmp_path)
+    rollout.journal.set_staged(str(rollout.inventory.path), "esa01", "staged", "16.0.0-123")
+    again = Rollout(rollout.inventory, rollout.settings, rollout.target, rollout.journal, RolloutOptions())
+    again.begin()
+    app = SegtuiApp(again, run_rollout=False)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.query_one(FleetTable)
+        assert table.cell_text("esa01", "Image") == "staged"
+        assert table.cell_text("esa02", "Image") == "-"
+        again._emit(StagingChanged(appliance="esa02", status="downloading", version="16.0.0-123", percent=40))
+        await pilot.pause(0.4)
+        assert table.cell_text("esa02", "Image") == "dl 40%"

@@ -60,6 +60,7 @@ class UpgradeResult:
     chosen: Version
     offers: list[UpgradeOffer]
     rebooting: bool  # saw "Rebooting the system..." or lost the session after confirming
+    installed_staged: bool = False  # INSTALL of an image downloaded beforehand
 
 
 def _pick_all(question: str) -> str:
@@ -261,11 +262,27 @@ class Appliance:
         on_progress: Callable[[UpgradeProgress], None] | None = None,
         before_confirm: Callable[[Version], None] | None = None,
         allow_hop: bool = True,
+        staged: Version | None = None,
     ) -> UpgradeResult:
-        """Run `upgrade` to `target` (or the best intermediate hop) until the appliance reboots."""
+        """Run `upgrade` to `target` (or the best intermediate hop) until the appliance reboots.
+
+        With `staged`, an image downloaded beforehand is installed (INSTALL) when the appliance offers it.
+        """
         offers: list[UpgradeOffer] = []
         chosen: list[Version] = []
         confirmed = False
+        used_install = [False]
+
+        def choose_operation(question: str) -> str:
+            if staged is not None and re.search(r"^- INSTALL\b", question, re.MULTILINE):
+                m = _IMAGE_IN_MENU_RE.search(question)
+                menu_version = Version.from_build(m.group(1), m.group(2)) if m else None
+                if menu_version in (None, staged):
+                    used_install[0] = True
+                    chosen.append(staged)
+                    return "INSTALL"
+            return operation
+
         seen = {"rebooting": False}
         phase = ["analysis"]
 
@@ -304,7 +321,7 @@ class Appliance:
         answers = [
             Answer(r"Are you sure you want to proceed with upgrade", "Y"),
             Answer(r"cancel the download and select a different upgrade image", "N"),
-            Answer(r"Choose the operation you want to perform", operation, times=1),
+            Answer(r"Choose the operation you want to perform", choose_operation, times=1),
             Answer(r"Upgrades available", pick),
             Answer(r"save the current configuration to the configuration directory", "Y"),
             Answer(r"email the current configuration", "N"),
@@ -318,7 +335,7 @@ class Appliance:
         except ConnectionLost:
             if confirmed:
                 # The session drops when the appliance reboots (or mid-install): it carries on.
-                return UpgradeResult(chosen[-1] if chosen else target, offers, rebooting=True)
+                return UpgradeResult(chosen[-1] if chosen else target, offers, True, used_install[0])
             raise
         failure = parsers.find_marker(out, parsers.UPGRADE_FAILURE_MARKERS)
         if failure:
@@ -326,7 +343,54 @@ class Appliance:
         if not confirmed:
             raise UpgradeFailed(self.name, f"upgrade ended before confirmation: {out.strip()[-200:]}")
         # Some releases return to the prompt and reboot a moment later.
-        return UpgradeResult(chosen[-1] if chosen else target, offers, rebooting=seen["rebooting"] or True)
+        return UpgradeResult(chosen[-1] if chosen else target, offers, True, used_install[0])
+
+    async def download_image(self, target: Version, *, allow_hop: bool = True) -> Version:
+        """`upgrade > DOWNLOAD`: stage the image of `target` (or the best hop) in the background."""
+        chosen: list[Version] = []
+
+        def pick(question: str) -> str:
+            offers = parsers.parse_upgrades_available(question)
+            exact = [o for o in offers if o.version == target]
+            hops = sorted((o for o in offers if o.version < target), key=lambda o: o.version)
+            choice = exact[0] if exact else (hops[-1] if hops and allow_hop else None)
+            if choice is None:
+                raise UpgradeFailed(self.name, f"target {target} not offered for download")
+            chosen.append(choice.version)
+            return str(choice.number)
+
+        out = await self._run(
+            "upgrade",
+            answers=[
+                Answer(r"Are you sure you want to proceed with upgrade", "Y"),
+                Answer(r"cancel the download and select a different upgrade image", "Y"),
+                Answer(r"Choose the operation you want to perform", "DOWNLOAD", times=1),
+                Answer(r"Upgrades available", pick),
+            ],
+            timeout=self.timeouts.analysis,
+        )
+        failure = parsers.find_marker(out, parsers.UPGRADE_FAILURE_MARKERS)
+        if failure:
+            raise UpgradeFailed(self.name, failure)
+        if not chosen or "download" not in out.lower():
+            raise UpgradeFailed(self.name, f"DOWNLOAD did not start: {out.strip()[-200:]}")
+        return chosen[-1]
+
+    async def download_status(self) -> parsers.DownloadStatus:
+        """`upgrade > DOWNLOADSTATUS` (keeping any download in progress); nothing is changed."""
+        out = await self._run(
+            "upgrade",
+            answers=[
+                Answer(r"Are you sure you want to proceed with upgrade", "Y"),
+                Answer(r"cancel the download and select a different upgrade image", "N"),
+                Answer(r"Choose the operation you want to perform", _status_or_leave, times=1),
+            ],
+            timeout=self.timeouts.analysis,
+        )
+        try:
+            return parsers.parse_download_status(out)
+        except ParseError:
+            return parsers.DownloadStatus("none")
 
     async def available_upgrades(self) -> list[UpgradeOffer]:
         """The `Upgrades available.` list, declining at the final confirmation (nothing changes)."""
@@ -394,6 +458,14 @@ class Appliance:
             if "different" in low and "version" in low:
                 raise CommandFailed(self.name, f"clusterconfig {op} refused: versions differ")
             raise CommandFailed(self.name, f"clusterconfig {op} failed: {out.strip()[-200:]}")
+
+
+_IMAGE_IN_MENU_RE = re.compile(r"^- INSTALL\b.*?AsyncOS (\d+\.\d+\.\d+) build (\d+)", re.MULTILINE)
+
+
+def _status_or_leave(question: str) -> str:
+    # Without a download there is no DOWNLOADSTATUS in the menu: leave (empty answer).
+    return "DOWNLOADSTATUS" if re.search(r"^- DOWNLOADSTATUS\b", question, re.MULTILINE) else ""
 
 
 def _pick_encrypt(question: str) -> str:

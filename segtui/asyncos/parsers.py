@@ -292,3 +292,32 @@ def parse_progress_line(line: str) -> UpgradeProgress | None:
     if pct is not None:
         return UpgradeProgress("", pct, line.strip())  # same phase as the line before
     return None
+
+
+@dataclass(frozen=True)
+class DownloadStatus:
+    """What `upgrade > DOWNLOADSTATUS` (or the question before the menu) says of a staged image."""
+
+    state: str  # "none", "downloading", "downloaded"
+    version: Version | None = None
+    percent: int | None = None
+
+
+_IMAGE_RE = re.compile(r"AsyncOS (\d+\.\d+\.\d+) build (\d+)", re.IGNORECASE)
+
+
+def parse_download_status(text: str) -> DownloadStatus:
+    """DOWNLOADSTATUS output: in progress (with a percentage), downloaded and ready, or nothing."""
+    lines = [ln for ln in normalize(text).split("\n")[:-1] if ln.strip()]  # complete lines only
+    for line in reversed(lines):
+        low = line.lower()
+        image = _IMAGE_RE.search(line)
+        version = Version.from_build(image.group(1), image.group(2)) if image else None
+        if "in progress" in low and "download" in low:
+            pct = _PERCENT_RE.search(line)
+            return DownloadStatus("downloading", version, int(pct.group(1)) if pct else None)
+        if version is not None and ("downloaded" in low or "ready to install" in low):
+            return DownloadStatus("downloaded", version, 100)
+        if "no upgrade image" in low or "no download" in low:
+            return DownloadStatus("none")
+    raise ParseError("DOWNLOADSTATUS output says nothing of a download")

@@ -35,11 +35,15 @@ class RolloutContext:
     emit: Callable[[RolloutEvent], None]
     known_hosts: dict[Path, asyncssh.SSHKnownHosts] = field(default_factory=dict)
     handshakes: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(16))
+    staged: dict[str, Version] = field(default_factory=dict)  # images `segtui stage` left on appliances
 
     def __post_init__(self) -> None:
         if not self.known_hosts:
             self.known_hosts = self.inventory.load_known_hosts()
         self.handshakes = asyncio.Semaphore(self.settings.ssh.max_handshakes)
+        for name, (state, version, _note) in self.journal.staged(str(self.inventory.path)).items():
+            if state == "staged" and version:
+                self.staged[name] = Version.parse(version)
 
     @property
     def backup_dir(self) -> Path:

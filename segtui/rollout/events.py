@@ -115,6 +115,15 @@ class RebootProbed(ApplianceEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class StagingChanged(ApplianceEvent):
+    """Image staging: staged, downloading (with percent), not-staged, other-image."""
+
+    status: str
+    version: str | None = None
+    percent: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class CommandExchanged(ApplianceEvent):
     command: str
     output: str  # already redacted

@@ -41,11 +41,20 @@ CREATE TABLE IF NOT EXISTS steps (
 );
 CREATE TABLE IF NOT EXISTS commands (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
-  rollout_id INTEGER NOT NULL,
+  rollout_id INTEGER,  -- NULL for commands outside a rollout (stage, operator actions)
   name TEXT NOT NULL,
   ts REAL NOT NULL,
   command TEXT NOT NULL,
   output TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS staged (
+  inventory TEXT NOT NULL,
+  name TEXT NOT NULL,
+  version TEXT,
+  state TEXT NOT NULL,
+  note TEXT,
+  ts REAL NOT NULL,
+  PRIMARY KEY (inventory, name)
 );
 CREATE TABLE IF NOT EXISTS actions (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -79,6 +88,7 @@ class ApplianceRecord:
     hops: list[str] = field(default_factory=list)
     cluster_disconnected: bool = False
     upgrades_confirmed: int = 0
+    installed_staged: str | None = None  # the version installed from an image staged beforehand
     error: str | None = None
     started: float | None = None
     finished: float | None = None
@@ -199,6 +209,20 @@ class Journal:
             "INSERT INTO actions (rollout_id, ts, who, action, target) VALUES (?, ?, ?, ?, ?)",
             (self.rollout_id, time.time(), who or operator(), action, target),
         )
+
+    # --- staged images (segtui stage) -----------------------------------------------------------
+    def set_staged(self, inventory: str, name: str, state: str, version: str | None, note: str = "") -> None:
+        self.db.execute(
+            "INSERT INTO staged (inventory, name, version, state, note, ts) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (inventory, name) DO UPDATE SET version = excluded.version, state = excluded.state, "
+            "note = excluded.note, ts = excluded.ts",
+            (inventory, name, version, state, note, time.time()),
+        )
+
+    def staged(self, inventory: str) -> dict[str, tuple[str, str | None, str]]:
+        """name -> (state, version, note): staged, downloading, not-staged, other-image."""
+        rows = self.db.execute("SELECT name, state, version, note FROM staged WHERE inventory = ?", (inventory,))
+        return {name: (state, version, note or "") for name, state, version, note in rows}
 
     def steps_of(self, name: str) -> list[tuple[str, float, float | None, int | None, str | None]]:
         rows = self.db.execute(

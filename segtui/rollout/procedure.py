@@ -366,12 +366,16 @@ class ApplianceProcedure:
             rec.upgrades_confirmed += 1
             self.save()
 
+        staged = self.ctx.staged.get(self.name)
+        if staged is not None and rec.current is not None and staged <= Version.parse(rec.current):
+            staged = None  # already installed (a hop) or stale
         try:
             result = await self.client.upgrade(
                 self.ctx.target,
                 close_seconds=self.ctx.settings.listener_close_seconds,
                 on_progress=on_progress,
                 before_confirm=before_confirm,
+                staged=staged,
             )
         except UpgradeFailed:
             # AsyncOS said the upgrade did not happen: nothing is under way.
@@ -379,6 +383,11 @@ class ApplianceProcedure:
             self.past_point_of_no_return = False
             self.save()
             raise
+        if result.installed_staged:
+            rec.installed_staged = str(result.chosen)
+            self.ctx.journal.set_staged(str(self.ctx.inventory.path), self.name, "installed", str(result.chosen))
+            self.ctx.staged.pop(self.name, None)
+            self.note(f"installing the staged image {result.chosen}: no download in the window")
         if result.chosen != self.ctx.target:
             rec.hops.append(str(result.chosen))
             self.note(f"{self.ctx.target} not offered from {rec.current}: hop via {result.chosen}")

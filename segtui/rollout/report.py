@@ -24,6 +24,7 @@ def build_report(rollout: Rollout, outcome: str) -> dict[str, Any]:
                 "version_after": rec.current,
                 "listeners": rec.listeners,
                 "hops": rec.hops,
+                "installed_staged": rec.installed_staged,
                 "backups": [{"kind": b["kind"], "path": b["path"], "sha256": b["sha256"]} for b in rec.backups],
                 "error": rec.error,
             }

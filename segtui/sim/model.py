@@ -119,6 +119,10 @@ class SimAppliance:
     connections_refused: int = 0
     upgrades_done: list[SimVersion] = field(default_factory=list)
     command_counts: dict[str, int] = field(default_factory=dict)
+    staged: SimVersion | None = None  # an image downloaded with upgrade > DOWNLOAD
+    downloading: SimVersion | None = None
+    download_percent: float = 0.0
+    image_downloads: int = 0  # images fetched from the update server, ever
     _mail_clock: float = field(default_factory=time.monotonic)
 
     def fault(self, name: str) -> bool:

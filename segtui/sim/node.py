@@ -186,6 +186,34 @@ class SimNode:
         self._images = {vparse(i.get("version", "0.0.0-0")): i.get("image", "") for i in root.iter("release")}
         return sorted(o for o in offers if o[0] > a.version)
 
+    def start_download(self, version: SimVersion) -> None:
+        """upgrade > DOWNLOAD: fetch the image in the background; mail keeps flowing."""
+        self.cancel_download()
+        a = self.appliance
+        a.downloading, a.download_percent = version, 0.0
+        self._download_task = asyncio.create_task(self._download(version))
+        self._tasks.add(self._download_task)
+        self._download_task.add_done_callback(self._tasks.discard)
+
+    def cancel_download(self) -> None:
+        task = getattr(self, "_download_task", None)
+        if task is not None and not task.done():
+            task.cancel()
+        self.appliance.downloading = None
+        self.appliance.download_percent = 0.0
+
+    async def _download(self, version: SimVersion) -> None:
+        a = self.appliance
+        total = self.rng.uniform(*self.durations.download)
+        ok = await self._fetch_image(version)
+        for pct in range(10, 101, 10):
+            await self.sleep(total / 10)
+            a.download_percent = pct
+        a.downloading = None
+        if ok:
+            a.staged = version
+            self.event(f"staged:{vdotted(version)}")
+
     async def _fetch_image(self, version: SimVersion) -> bool:
         host = self.appliance.committed.images
         path = getattr(self, "_images", {}).get(version)
@@ -199,10 +227,11 @@ class SimNode:
                     pass
         except httpx.HTTPError:
             return False
+        self.appliance.image_downloads += 1
         return True
 
     # --- upgrade and reboot --------------------------------------------------------------------
-    async def run_upgrade(self, chosen: SimVersion, shell: ApplianceShell) -> None:
+    async def run_upgrade(self, chosen: SimVersion, shell: ApplianceShell, from_stage: bool = False) -> None:
         """Confirmed upgrade: runs on the appliance even if this SSH session drops."""
         a = self.appliance
         a.upgrade_busy = True
@@ -212,7 +241,7 @@ class SimNode:
                 m.cluster_connected = False
         out: asyncio.Queue[str | None] = asyncio.Queue()
         answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(self._upgrade_work(chosen, out, answer))
+        task = asyncio.create_task(self._upgrade_work(chosen, out, answer, from_stage))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         try:
@@ -230,11 +259,19 @@ class SimNode:
                 answer.set_result(30)
 
     async def _upgrade_work(
-        self, chosen: SimVersion, out: asyncio.Queue[str | None], answer: asyncio.Future[int]
+        self,
+        chosen: SimVersion,
+        out: asyncio.Queue[str | None],
+        answer: asyncio.Future[int],
+        from_stage: bool = False,
     ) -> bool:
         a = self.appliance
         d = self.durations
-        self.event("upgrade-start")
+        self.event("upgrade-start" + (":install" if from_stage else ""))
+        if from_stage:
+            # The image is already here: straight to the install.
+            a.staged = None
+            return await self._install(chosen, out, answer)
         out.put_nowait("\nDownloading application...\n")
         download_time = self.rng.uniform(*d.download)
         fetched = await self._fetch_image(chosen)
@@ -253,6 +290,11 @@ class SimNode:
             return False
         await self.sleep(download_time / 5)
         out.put_nowait("........... done.\nDownloading Sophos Anti-Virus...\n.................. done.\n")
+        return await self._install(chosen, out, answer)
+
+    async def _install(self, chosen: SimVersion, out: asyncio.Queue[str | None], answer: asyncio.Future[int]) -> bool:
+        a = self.appliance
+        d = self.durations
         out.put_nowait("Finding partitions... done.\nInstalling application...\n")
         install_time = self.rng.uniform(*d.install)
         for step in range(4):

@@ -490,6 +490,25 @@ class ApplianceShell:
                 t.line("\nIMPORT is not available in this simulation.")
 
     # --- upgrade -------------------------------------------------------------------------------
+    def _image_name(self, v: SimVersion) -> str:
+        return f"AsyncOS {vdotted(v).split('-')[0]} build {v[3]:03d}"
+
+    async def _menu(self, items: list[tuple[str, str]]) -> str | None:
+        t = self.term
+        t.line()
+        t.line("Choose the operation you want to perform:")
+        for op, text in items:
+            t.line(f"- {op} - {text}")
+        names = [op for op, _ in items]
+        while True:
+            t.write("[]> ")
+            op = (await t.readline()).strip().upper()
+            if not op:
+                return None
+            if op in names:
+                return op
+            t.line("Unknown option")
+
     async def cmd_upgrade(self) -> None:
         t = self.term
         a = self.a
@@ -505,51 +524,81 @@ class ApplianceShell:
         t.line("Configuration check ......... ok")
         if not (await t.ask_inline("Are you sure you want to proceed with upgrade?", "Y")).upper().startswith("Y"):
             return
-        ops = ["DOWNLOADINSTALL"]
-        t.line()
-        t.line("Choose the operation you want to perform:")
-        t.line("- DOWNLOADINSTALL - Downloads and installs the upgrade image (needs reboot).")
-        t.line("- DOWNLOAD - Downloads the upgrade image.")
-        while True:
-            t.write("[]> ")
-            op = (await t.readline()).strip().upper()
-            if op in ops or op == "DOWNLOAD":
-                break
-            if not op:
-                return
-            t.line("Unknown option")
-        offers = await node.fetch_offers()
-        if offers is None or not offers:
+        if a.downloading is not None:
             t.line()
-            t.line("No available upgrades. Please check the upgrade settings and try again.")
-            return
-        t.line()
-        t.line("Upgrades available.")
-        for i, (ver, date) in enumerate(offers, start=1):
-            d = vdotted(ver).split("-")[0]
             t.line(
-                f"{i}. AsyncOS {d} build {ver[3]:03d} upgrade For Email, {date}, "
-                "is a release available for General Deployment"
+                f"Download of upgrade image ({self._image_name(a.downloading)}) is in progress "
+                f"({int(a.download_percent)}% complete)."
             )
-        default = str(len(offers))
-        while True:
-            t.write(f"[{default}]> ")
-            raw = (await t.readline()).strip() or default
-            if raw.isdigit() and 1 <= int(raw) <= len(offers):
-                chosen = offers[int(raw) - 1][0]
-                break
-            t.line(f"You must enter a number from 1 to {len(offers)}.")
-        t.line()
-        if (
-            (
-                await t.ask_inline(
-                    "Would you like to save the current configuration to the configuration directory before upgrading?",
-                    "Y",
+            ans = await t.ask_inline("Do you want to cancel the download and select a different upgrade image ?", "Y")
+            if ans.upper().startswith("Y"):
+                node.cancel_download()
+                t.line("The download has been cancelled.")
+            else:
+                op = await self._menu(
+                    [
+                        ("DOWNLOADSTATUS", "Display the status of the download."),
+                        ("CANCELDOWNLOAD", "Cancel the download."),
+                    ]
                 )
-            )
-            .upper()
-            .startswith("Y")
-        ):
+                await self._staging_op(op)
+                return
+        items = [
+            ("DOWNLOADINSTALL", "Downloads and installs the upgrade image (needs reboot)."),
+            ("DOWNLOAD", "Downloads the upgrade image."),
+        ]
+        if a.staged is not None:
+            items += [
+                ("INSTALL", f"Installs the downloaded upgrade image ({self._image_name(a.staged)}) (needs reboot)."),
+                ("DELETE", "Delete downloaded image"),
+                ("DOWNLOADSTATUS", "Display the status of the download."),
+            ]
+        op = await self._menu(items)
+        if op is None:
+            return
+        if op in ("DOWNLOADSTATUS", "DELETE", "CANCELDOWNLOAD"):
+            await self._staging_op(op)
+            return
+        if op == "INSTALL":
+            assert a.staged is not None
+            chosen = a.staged
+            t.line()
+            t.line(f"The downloaded image {self._image_name(chosen)} will be installed.")
+        else:
+            offers = await node.fetch_offers()
+            if offers is None or not offers:
+                t.line()
+                t.line("No available upgrades. Please check the upgrade settings and try again.")
+                return
+            t.line()
+            t.line("Upgrades available.")
+            for i, (ver, date) in enumerate(offers, start=1):
+                t.line(
+                    f"{i}. {self._image_name(ver)} upgrade For Email, {date}, "
+                    "is a release available for General Deployment"
+                )
+            default = str(len(offers))
+            while True:
+                t.write(f"[{default}]> ")
+                raw = (await t.readline()).strip() or default
+                if raw.isdigit() and 1 <= int(raw) <= len(offers):
+                    chosen = offers[int(raw) - 1][0]
+                    break
+                t.line(f"You must enter a number from 1 to {len(offers)}.")
+            if op == "DOWNLOAD":
+                if a.staged is not None and a.staged != chosen:
+                    t.line(f"\nThe downloaded image {self._image_name(a.staged)} will be replaced.")
+                node.start_download(chosen)
+                t.line()
+                t.line(f"Download of {self._image_name(chosen)} has started in the background.")
+                t.line("Use upgrade > DOWNLOADSTATUS to follow it.")
+                return
+        t.line()
+        save = await t.ask_inline(
+            "Would you like to save the current configuration to the configuration directory before upgrading?",
+            "Y",
+        )
+        if save.upper().startswith("Y"):
             mode = await self._password_option()
             self._write_config(mode)
         t.line()
@@ -571,10 +620,28 @@ class ApplianceShell:
         )
         if not ans.upper().startswith("Y"):
             return
-        if op == "DOWNLOAD":
-            t.line("\nDownload-only staging is not available in this simulation.")
-            return
-        await node.run_upgrade(chosen, self)
+        await node.run_upgrade(chosen, self, from_stage=op == "INSTALL")
+
+    async def _staging_op(self, op: str | None) -> None:
+        t = self.term
+        a = self.a
+        t.line()
+        if op == "DOWNLOADSTATUS":
+            if a.downloading is not None:
+                t.line(
+                    f"Download of upgrade image ({self._image_name(a.downloading)}) is in progress "
+                    f"({int(a.download_percent)}% complete)."
+                )
+            elif a.staged is not None:
+                t.line(f"Upgrade image {self._image_name(a.staged)} has been downloaded and is ready to install.")
+            else:
+                t.line("No upgrade image has been downloaded.")
+        elif op == "CANCELDOWNLOAD":
+            self.node.cancel_download()
+            t.line("The download has been cancelled.")
+        elif op == "DELETE":
+            a.staged = None
+            t.line("The downloaded upgrade image has been deleted.")
 
     async def upgrade_progress(self, lines: asyncio.Queue[str | None]) -> None:
         """Stream the appliance's upgrade output to this session until it asks for the seconds."""

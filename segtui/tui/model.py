@@ -16,6 +16,7 @@ from segtui.rollout.events import (
     RebootProbed,
     RolloutEvent,
     RolloutStateChanged,
+    StagingChanged,
     State,
     StepFinished,
     StepStarted,
@@ -41,6 +42,7 @@ class Row:
     started: float | None = None
     finished: float | None = None
     message: str = ""
+    image: str = "-"  # staged, dl NN%, other, installed
     depth_history: deque[int] = field(default_factory=lambda: deque(maxlen=HISTORY))
 
 
@@ -66,6 +68,9 @@ class FleetModel:
                 row.listeners = rec.listeners
                 row.message = rec.error or rec.message
             self.rows[spec.name] = row
+        for name in rollout.ctx.staged:
+            if name in self.rows:
+                self.rows[name].image = "staged"
         self.dirty: set[str] = set(self.rows)
         self.reboots: dict[str, RebootStatus] = {}
         self.fleet_depth: deque[int] = deque(maxlen=HISTORY)
@@ -119,6 +124,10 @@ class FleetModel:
             row.phase = event.phase
             if event.line:
                 row.message = event.line
+        elif isinstance(event, StagingChanged) and row:
+            row.image = {"staged": "staged", "other-image": "other", "not-staged": "-"}.get(
+                event.status, f"dl {event.percent or 0}%"
+            )
         elif isinstance(event, RebootProbed) and row:
             self.reboots[row.name] = RebootStatus(event.since, event.deadline, event.stage, event.attempt, event.error)
         elif isinstance(event, Message):

@@ -38,6 +38,7 @@ COLUMNS = (
     "State",
     "Listeners",
     "Queue",
+    "Image",
     "Progress",
     "Elapsed",
     "Last message",
@@ -132,7 +133,7 @@ class FleetTable(ScrollView, can_focus=True):
         Binding("home", "jump(0)", "First", show=False),
         Binding("end", "jump(-1)", "Last", show=False),
     ]
-    WIDTHS = (1, 8, 5, 8, 21, 15, 9, 5, 11, 6, 0)
+    WIDTHS = (1, 8, 5, 8, 21, 15, 9, 5, 7, 11, 6, 0)
 
     class Highlighted(Message):
         def __init__(self, name: str | None) -> None:
@@ -205,6 +206,7 @@ class FleetTable(ScrollView, can_focus=True):
             Text(row.state, style=style),
             listeners,
             Text(depth, style="bold yellow" if row.draining else ""),
+            Text(row.image, style="green" if row.image == "staged" else ("yellow" if row.image != "-" else "dim")),
             f"{bar(row.percent, 6)} {int(row.percent):>3}%",
             elapsed,
             row.message,

@@ -1,0 +1,93 @@
+"""Stage upgrade images ahead of the window (`upgrade > DOWNLOAD`): listeners stay active, mail flows."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from segtui.asyncos.errors import ApplianceError
+from segtui.asyncos.parsers import UpgradeSource
+from segtui.inventory import ApplianceSpec
+from segtui.rollout.context import RolloutContext, server_hostport
+from segtui.rollout.events import Message, StagingChanged
+
+
+@dataclass
+class StageResult:
+    name: str
+    status: str  # staged, already-staged, at-target, other-image, failed
+    version: str | None = None
+    note: str = ""
+
+
+async def stage_appliance(ctx: RolloutContext, spec: ApplianceSpec, poll: float, deadline: float) -> StageResult:
+    name = spec.name
+    inventory = str(ctx.inventory.path)
+    client = ctx.appliance(spec)
+
+    def staging(status: str, version: str | None = None, percent: int | None = None, note: str = "") -> None:
+        if status != "downloading":
+            ctx.journal.set_staged(inventory, name, status, version, note)
+        ctx.emit(StagingChanged(appliance=name, status=status, version=version, percent=percent))
+
+    original: UpgradeSource | None = None
+    try:
+        info = await client.version()
+        if info.version >= ctx.target:
+            staging("not-staged", None, note="already at or past the target")
+            return StageResult(name, "at-target", str(info.version))
+        status = await client.download_status()
+        if status.state != "none" and status.version is not None and status.version != ctx.target:
+            # Someone else's image: report it, never delete it silently.
+            note = f"holds a {status.state} image for {status.version}; not replaced"
+            staging("other-image", str(status.version), note=note)
+            ctx.emit(Message(appliance=name, text=note, level="warning"))
+            return StageResult(name, "other-image", str(status.version), note)
+        if status.state == "downloaded":
+            staging("staged", str(status.version))
+            return StageResult(name, "already-staged", str(status.version))
+        original = await client.upgrade_source()
+        url = ctx.inventory.manifest_url(info.version.tag())
+        await client.set_upgrade_source(UpgradeSource(server_hostport(ctx.inventory.update_server), url))
+        await client.commit(f"segtui stage: AsyncOS upgrades from {url}")
+        version = await client.download_image(ctx.target) if status.state == "none" else status.version
+        staging("downloading", str(version), 0)
+        end = time.monotonic() + deadline
+        while True:
+            status = await client.download_status()
+            if status.state == "downloaded":
+                break
+            if status.state == "none":
+                raise ApplianceError(name, "the download stopped before it completed")
+            staging("downloading", str(status.version or version), status.percent)
+            if time.monotonic() > end:
+                raise ApplianceError(name, f"download not complete after {deadline:g} s")
+            await asyncio.sleep(poll)
+        staging("staged", str(status.version))
+        return StageResult(name, "staged", str(status.version))
+    except ApplianceError as exc:
+        staging("not-staged", None, note=exc.message)
+        return StageResult(name, "failed", None, exc.message)
+    finally:
+        if original is not None:
+            try:
+                await client.set_upgrade_source(original)
+                await client.commit("segtui stage: restore AsyncOS upgrade settings")
+            except ApplianceError as exc:
+                ctx.emit(
+                    Message(appliance=name, text=f"could not restore update settings: {exc.message}", level="error")
+                )
+        await client.close()
+
+
+async def stage_fleet(ctx: RolloutContext, concurrency: int) -> list[StageResult]:
+    limit = asyncio.Semaphore(concurrency)
+    poll = ctx.settings.polling.workqueue
+    deadline = ctx.settings.deadlines.upgrade
+
+    async def one(spec: ApplianceSpec) -> StageResult:
+        async with limit:
+            return await stage_appliance(ctx, spec, poll, deadline)
+
+    return list(await asyncio.gather(*(one(s) for s in ctx.inventory.appliances)))

@@ -1,0 +1,221 @@
+"""Before the window: prepare (fetch_manifest inputs, server checks), unpack, serve-updates, stage."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import httpx
+import pytest
+
+from segtui.sim.fleet import SimFleet
+from tests.conftest import TEST_PASSWORD, start_fleet
+
+SETTINGS = """
+[polling]
+workqueue = 0.2
+reboot_initial = 0.1
+reboot_max = 0.3
+[deadlines]
+drain = 20
+reboot = 30
+upgrade = 60
+"""
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SEGTUI_PASSWORD": TEST_PASSWORD}
+    return subprocess.run(
+        [sys.executable, "-m", "segtui", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+async def acli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(cli, *args, cwd=cwd)
+
+
+@pytest.fixture
+async def two_bases(tmp_path: Path) -> SimFleet:
+    fleet = await start_fleet(tmp_path, 4, clusters=False)  # esa01-03 on 15.0.0-104, esa04 on 15.5.1-055
+    (tmp_path / "segtui.toml").write_text(SETTINGS)
+    yield fleet  # type: ignore[misc]
+    await fleet.stop()
+
+
+async def test_prepare_names_manifests_serials_and_flags_missing_image(two_bases: SimFleet, tmp_path: Path) -> None:
+    fleet = two_bases
+    inv = str(fleet.inventory_path)
+    proc = await acli("prepare", "--inventory", inv, "--target", "16.0.0-123", cwd=tmp_path)
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    tags = re.findall(r"Base release tag: (\S+)", out)
+    assert tags == ["phoebe-15-0-0-104", "phoebe-15-5-1-055"]
+    assert "asyncos/phoebe-15-0-0-104.xml" in out and "asyncos/phoebe-15-5-1-055.xml" in out
+    for node in fleet.nodes.values():
+        a = node.appliance
+        if a.vln:
+            assert f"Virtual license number (VLN): {a.vln}  Model: {a.model}" in out
+        else:
+            assert a.serial in out
+    assert "ready: nothing is missing" in out
+    # a deliberately missing image is flagged, then passes once served again
+    image = fleet.workdir / "updates" / "asyncos" / "images" / "phoebe-16-0-0-123.img"
+    kept = image.read_bytes()
+    image.unlink()
+    proc = await acli("prepare", "--inventory", inv, "--target", "16.0.0-123", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert re.search(r"image 16\.0\.0-123\s+\S+phoebe-16-0-0-123\.img\s+HTTP 404", proc.stdout), proc.stdout
+    image.write_bytes(kept)
+    proc = await acli("prepare", "--inventory", inv, "--target", "16.0.0-123", cwd=tmp_path)
+    assert proc.returncode == 0 and "ready: nothing is missing" in proc.stdout
+
+
+def _zip(entries: dict[str, bytes], symlink: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+        if symlink:
+            info = zipfile.ZipInfo(symlink)
+            info.external_attr = 0o120777 << 16
+            zf.writestr(info, "/etc/passwd")
+    return buf.getvalue()
+
+
+MANIFEST = (
+    b'<?xml version="1.0"?><manifest from="15.0.0-104"><release version="16.0.0-123" '
+    b'image="asyncos/images/phoebe-16-0-0-123.img"/></manifest>'
+)
+
+
+def test_unpack_lays_out_and_verifies(tmp_path: Path) -> None:
+    good = tmp_path / "bundle.zip"
+    good.write_bytes(
+        _zip({"asyncos/phoebe-15-0-0-104.xml": MANIFEST, "asyncos/images/phoebe-16-0-0-123.img": b"x" * 1000})
+    )
+    root = tmp_path / "www"
+    proc = cli("prepare", "--unpack", str(good), "--into", str(root), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (root / "asyncos" / "phoebe-15-0-0-104.xml").read_bytes() == MANIFEST
+    assert "manifests: phoebe-15-0-0-104.xml" in proc.stdout
+    partial = tmp_path / "partial.zip"
+    partial.write_bytes(_zip({"asyncos/phoebe-15-0-0-104.xml": MANIFEST}))
+    proc = cli("prepare", "--unpack", str(partial), "--into", str(tmp_path / "www2"), cwd=tmp_path)
+    assert proc.returncode == 1 and "MISSING image" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "entries,symlink",
+    [
+        ({"../escape.txt": b"x"}, None),
+        ({"/etc/evil.xml": b"x"}, None),
+        ({"asyncos/../../escape.txt": b"x"}, None),
+        ({"asyncos/ok.xml": MANIFEST}, "asyncos/link"),
+    ],
+)
+def test_unpack_refuses_escaping_archives(tmp_path: Path, entries: dict[str, bytes], symlink: str | None) -> None:
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(_zip(entries, symlink))
+    root = tmp_path / "www"
+    proc = cli("prepare", "--unpack", str(bad), "--into", str(root), cwd=tmp_path)
+    assert proc.returncode == 2 and "refused" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "escape.txt").exists()
+    assert not root.exists() or not any(root.rglob("*"))  # nothing written
+
+
+def test_unpack_refuses_damaged_archive(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.zip"
+    data = bytearray(_zip({"asyncos/images/a.img": b"a" * 5000}))
+    bad.write_bytes(bytes(data[: len(data) // 2]))
+    proc = cli("prepare", "--unpack", str(bad), "--into", str(tmp_path / "www"), cwd=tmp_path)
+    assert proc.returncode == 2 and "ZIP" in proc.stderr
+
+
+def test_serve_updates_with_ranges_and_access_log(tmp_path: Path) -> None:
+    root = tmp_path / "www"
+    (root / "asyncos").mkdir(parents=True)
+    (root / "asyncos" / "phoebe-15-0-0-104.xml").write_bytes(MANIFEST)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "segtui", "serve-updates", str(root), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None and server.stderr is not None
+        first = server.stdout.readline()
+        second = server.stdout.readline()
+        assert "serving" in first and "http://127.0.0.1:" in first
+        port = int(re.search(r":(\d+)/", first).group(1))  # type: ignore[union-attr]
+        assert f'update_server = "http://127.0.0.1:{port}"' in second
+        url = f"http://127.0.0.1:{port}/asyncos/phoebe-15-0-0-104.xml"
+        full = httpx.get(url)
+        assert full.status_code == 200 and full.content == MANIFEST
+        part = httpx.get(url, headers={"Range": "bytes=5-14"})
+        assert part.status_code == 206 and part.content == MANIFEST[5:15]
+        assert part.headers["content-range"] == f"bytes 5-14/{len(MANIFEST)}"
+        tail = httpx.get(url, headers={"Range": "bytes=-4"})
+        assert tail.content == MANIFEST[-4:]
+        assert httpx.get(url, headers={"Range": "bytes=9999-"}).status_code == 416
+        assert httpx.get(f"http://127.0.0.1:{port}/nope.xml").status_code == 404
+    finally:
+        server.terminate()
+        server.wait(10)
+    log = server.stderr.read()
+    assert '"GET /asyncos/phoebe-15-0-0-104.xml HTTP/1.1" 206' in log
+
+
+async def test_stage_then_run_installs_without_downloading(two_bases: SimFleet, tmp_path: Path) -> None:
+    fleet = two_bases
+    inv = str(fleet.inventory_path)
+    proc = await acli("stage", "--inventory", inv, "--target", "16.0.0-123", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "4 of 4 appliances hold the staged image" in proc.stdout
+    for node in fleet.nodes.values():
+        a = node.appliance
+        assert a.staged == (16, 0, 0, 123) and a.image_downloads == 1
+        assert not a.suspended and a.committed.listing == "cisco"  # mail kept flowing; settings put back
+    assert not any(what == "suspended" for _, what in fleet.events)
+    # staging again is a no-op
+    proc = await acli("stage", "--inventory", inv, "--target", "16.0.0-123", cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.count("already-staged") == 4
+    run = await acli(
+        "run",
+        "--headless",
+        "--inventory",
+        inv,
+        "--target",
+        "16.0.0-123",
+        "--max-unavailable",
+        "2",
+        "--report",
+        str(tmp_path / "report.json"),
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr
+    for node in fleet.nodes.values():
+        a = node.appliance
+        assert a.version == (16, 0, 0, 123)
+        assert a.image_downloads == 1, "the window must not download the image again"
+    assert sum(1 for _, what in fleet.events if what == "upgrade-start:install") == 4
+    import json
+
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert all(a["installed_staged"] == "16.0.0-123" for a in report["appliances"])
+
+
+async def test_stage_reports_an_image_for_another_version(two_bases: SimFleet, tmp_path: Path) -> None:
+    fleet = two_bases
+    other = fleet.nodes["esa02"].appliance
+    other.staged = (15, 5, 1, 55)
+    proc = await acli("stage", "--inventory", str(fleet.inventory_path), "--target", "16.0.0-123", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert re.search(r"esa02\s+other-image\s+15\.5\.1-055", proc.stdout), proc.stdout
+    assert other.staged == (15, 5, 1, 55), "never deleted silently"
+    assert fleet.nodes["esa01"].appliance.staged == (16, 0, 0, 123)
