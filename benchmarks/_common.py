@@ -30,6 +30,48 @@ class SimProcess:
             self.proc.kill()
 
 
+class SimFleetProcesses:
+    """A fleet split over several `segtui sim` processes, with one merged inventory.
+
+    A real fleet has a CPU per appliance; one simulator process for 500 appliances would make the
+    simulator the bottleneck and hide segtui's own cost.
+    """
+
+    def __init__(self, parts: list[SimProcess]) -> None:
+        self.parts = parts
+        self.workdir = Path(tempfile.mkdtemp(prefix="segtui-bench-fleet-"))
+        self.inventory = self.workdir / "inventory.toml"
+        self.events = self.workdir / "events.log"
+        first = parts[0].inventory.read_text()
+        head = first.split("[[appliance]]", 1)[0].replace(
+            'known_hosts = "known_hosts"', f'known_hosts = "{self.workdir / "known_hosts"}"'
+        )
+        rows = []
+        for i, part in enumerate(parts):
+            for block in part.inventory.read_text().split("[[appliance]]")[1:]:
+                rows.append("[[appliance]]" + block.replace('name = "esa', f'name = "p{i}esa'))
+        self.inventory.write_text(head + "".join(rows))
+        (self.workdir / "known_hosts").write_text("".join((p.workdir / "known_hosts").read_text() for p in parts))
+
+    def merged_events(self) -> list[tuple[str, str, float]]:
+        out = []
+        for i, part in enumerate(self.parts):
+            if part.events.exists():
+                for line in part.events.read_text().splitlines():
+                    name, what, ts = line.split()
+                    out.append((f"p{i}{name}", what, float(ts)))
+        return out
+
+    def stop(self) -> None:
+        for part in self.parts:
+            part.stop()
+
+
+def start_fleet(n: int, time_scale: float, *extra: str, processes: int = 2) -> SimFleetProcesses:
+    sizes = [n // processes + (1 if i < n % processes else 0) for i in range(processes)]
+    return SimFleetProcesses([start_sim(size, time_scale, *extra) for size in sizes if size])
+
+
 def start_sim(n: int, time_scale: float, *extra: str) -> SimProcess:
     """`segtui sim` in its own process, so its CPU is not segtui's."""
     workdir = Path(tempfile.mkdtemp(prefix="segtui-bench-"))

@@ -30,7 +30,7 @@ FAULTS: dict[str, set[str]] = {
     "esa11": {"drop@saveconfig"},  # backup
     "esa12": {"drop@updateconfig#2"},  # pointing the update settings
     "esa13": {"drop@suspendlistener"},  # suspend
-    "esa14": {"drop@workqueue status#2"},  # drain
+    "esa14": {"drop@workqueue status"},  # drain
     "esa15": {"drop@upgrade"},  # upgrade, before confirmation
     "esa16": {"drop@version#3"},  # verify after the reboot
     "esa17": {"drop@resumelistener"},  # resume

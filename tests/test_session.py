@@ -342,3 +342,20 @@ async def test_commit_nothing_and_bad_answer(tmp_path: Path, acceptors: list) ->
         assert await client.commit("x") is False
         with pytest.raises(CommandFailed):
             await client.resume_listeners()
+
+
+async def test_refused_answer_fails_clearly_instead_of_looping(tmp_path: Path, acceptors: list) -> None:
+    ask = ("\nYou must enter a valid hostname and port.\n[]> ", ".*")
+    sa = ScriptedAppliance(
+        script={
+            "updateconfig": [
+                ("\nChoose the operation you want to perform:\n- SETUP - Edit.\n[]> ", "SETUP"),
+                *([ask] * 6),
+            ]
+        }
+    )
+    client, acc = await connect(sa, tmp_path, timeout=20)
+    acceptors.append(acc)
+    with pytest.raises(DialogueError, match="keeps asking"):
+        await client.set_upgrade_source(UpgradeSource("h:80", "http://h/asyncos/x.xml"))
+    await client.close()

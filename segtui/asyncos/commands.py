@@ -63,6 +63,15 @@ class UpgradeResult:
     installed_staged: bool = False  # INSTALL of an image downloaded beforehand
 
 
+def choose_offer(offers: list[UpgradeOffer], target: Version, allow_hop: bool = True) -> UpgradeOffer | None:
+    """The target if offered; else the newest offer below it (an intermediate hop), if hops are allowed."""
+    exact = [o for o in offers if o.version == target]
+    if exact:
+        return exact[0]
+    hops = sorted((o for o in offers if o.version < target), key=lambda o: o.version)
+    return hops[-1] if hops and allow_hop else None
+
+
 def _pick_all(question: str) -> str:
     m = re.search(r"^\s*(\d+)\.\s+All\s*$", question, re.MULTILINE | re.IGNORECASE)
     return m.group(1) if m else ""
@@ -288,9 +297,7 @@ class Appliance:
 
         def pick(question: str) -> str:
             offers.extend(parsers.parse_upgrades_available(question))
-            exact = [o for o in offers if o.version == target]
-            hops = sorted((o for o in offers if o.version < target), key=lambda o: o.version)
-            choice = exact[0] if exact else (hops[-1] if hops and allow_hop else None)
+            choice = choose_offer(offers, target, allow_hop)
             if choice is None:
                 listed = ", ".join(str(o.version) for o in offers) or "nothing"
                 raise UpgradeFailed(self.name, f"target {target} not offered (offered: {listed})")
@@ -350,10 +357,7 @@ class Appliance:
         chosen: list[Version] = []
 
         def pick(question: str) -> str:
-            offers = parsers.parse_upgrades_available(question)
-            exact = [o for o in offers if o.version == target]
-            hops = sorted((o for o in offers if o.version < target), key=lambda o: o.version)
-            choice = exact[0] if exact else (hops[-1] if hops and allow_hop else None)
+            choice = choose_offer(parsers.parse_upgrades_available(question), target, allow_hop)
             if choice is None:
                 raise UpgradeFailed(self.name, f"target {target} not offered for download")
             chosen.append(choice.version)

@@ -218,6 +218,7 @@ class CLISession:
         consumed = start
         used: dict[int, int] = {}
         previous = ""
+        repeats = 0
         fresh = False  # whether the buffer holds data not yet evaluated
         while True:
             if not fresh:
@@ -239,6 +240,11 @@ class CLISession:
                 return text
             default = parsers.question_at_end(norm_tail)
             if default is not None:
+                # An answer the appliance keeps refusing would loop until the deadline: fail clearly.
+                repeats = repeats + 1 if norm_tail.strip() == previous.strip() else 0
+                if repeats >= 3:
+                    last = norm_tail.strip().splitlines()[-3:]
+                    raise DialogueError(self.name, f"`{command}` keeps asking the same question: {' / '.join(last)}")
                 reply = self._choose_answer(norm_tail, previous, answers, used, default)
                 self._process.stdin.write(reply + "\n")
                 consumed = len(self._buffer)

@@ -98,6 +98,9 @@ class Rollout:
         self.pause_reason = ""
         self._budget = options.budget()
         self._steps = options.steps()
+        # From the pre-flight: how many upgrades each appliance needs (hops + 1). Within a batch the
+        # longest procedures start first, so that they are not queued behind the batch's handshakes.
+        self.expected_upgrades: dict[str, int] = {}
 
     # --- events --------------------------------------------------------------------------------
     def subscribe(self, callback: Callable[[RolloutEvent], None]) -> None:
@@ -327,7 +330,7 @@ class Rollout:
         return True
 
     async def _run_batch(self, names: list[str]) -> None:
-        waiting = list(names)
+        waiting = sorted(names, key=lambda n: -self.expected_upgrades.get(n, 1))
         while waiting or self._running:
             if self.state == RolloutState.ABORTED:
                 waiting = []

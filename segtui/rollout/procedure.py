@@ -148,9 +148,14 @@ class ApplianceProcedure:
         self.progress(step)
         step_id = self.ctx.journal.step_started(self.name, step.value)
         attempt = 0
-        end = time.monotonic() + deadline
+        end: float | None = None
         while True:
             try:
+                # The session first, outside the step's deadline: waiting for a handshake slot is segtui's
+                # own queue, not the appliance being slow; connecting has its own connect/login timeouts.
+                await self.client.session()
+                if end is None:
+                    end = time.monotonic() + deadline
                 async with asyncio.timeout(max(0.01, end - time.monotonic())):
                     result = await self._interruptible(fn)
                 break
@@ -162,15 +167,11 @@ class ApplianceProcedure:
                 raise exc from None
             except (ConnectFailed, ConnectionLost) as err:
                 await self.client.close()
-                if step in RETRYABLE and attempt < 4 and time.monotonic() < end:
+                if step in RETRYABLE and attempt < 4 and (end is None or time.monotonic() < end):
                     attempt += 1
                     self.note(f"{step.value}: {err.message}; retrying ({attempt})", "warning")
-                    await asyncio.sleep(
-                        min(
-                            self.ctx.settings.polling.reboot_initial * attempt,
-                            max(0.0, end - time.monotonic()),
-                        )
-                    )
+                    pause = self.ctx.settings.polling.reboot_initial * attempt
+                    await asyncio.sleep(pause if end is None else min(pause, max(0.0, end - time.monotonic())))
                     continue
                 self.ctx.journal.step_finished(step_id, False, err.message)
                 self.ctx.emit(StepFinished(appliance=self.name, step=step, ok=False, message=err.message))
@@ -260,8 +261,9 @@ class ApplianceProcedure:
     async def _precheck(self) -> None:
         rec = self.rec
         info = await self.client.version()
+        # status detail carries the work-queue gauge too: one command less per appliance at the start,
+        # when the whole batch connects at once.
         status = await self.client.status_detail()
-        wq = await self.client.workqueue_status()
         rec.current = str(info.version)
         if rec.version_before is None:
             rec.version_before = rec.current
@@ -269,7 +271,7 @@ class ApplianceProcedure:
             raise NotHealthy(self.name, f"runs {info.version}, newer than the target {self.ctx.target}")
         if "offline" in status.system_status.lower():
             raise NotHealthy(self.name, f"system status is {status.system_status!r}")
-        self.ctx.emit(WorkQueueDepth(appliance=self.name, depth=wq.messages, draining=False))
+        self.ctx.emit(WorkQueueDepth(appliance=self.name, depth=status.workqueue_messages, draining=False))
         if rec.suspended_by_us and not status.receiving_suspended:
             # Journaled before the command, but segtui stopped before the appliance acted on it:
             # the truth is "receiving", so suspend again.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from segtui.sim.model import NEWEST, RELEASES, SimAppliance, SimVersion, vdotted, vparse
@@ -335,32 +336,47 @@ class ApplianceShell:
                 return ans
             t.line("You must enter a number from 1 to 2.")
 
-    async def _host_question(self, current: str) -> str:
+    async def _value_question(
+        self, lines: tuple[str, str], current: str, valid: Callable[[str], bool], complaint: str
+    ) -> str:
         t = self.term
         t.line()
-        t.line("Enter the hostname and port of the HTTP server to download updates from")
-        t.line("using the format (local.server:port).")
+        for text in lines:
+            t.line(text)
         default = "" if current == "cisco" else current
         while True:
             t.write(f"[{default}]> ")
             ans = (await t.readline()).strip() or default
+            if valid(ans):
+                return ans
+            t.line(complaint)
+
+    async def _host_question(self, current: str) -> str:
+        def valid(ans: str) -> bool:
             host, _, port = ans.partition(":")
-            if host and (not port or port.isdigit()) and " " not in ans:
-                return ans if port else f"{ans}:80"
-            t.line("You must enter a valid hostname and port.")
+            return bool(host) and (not port or port.isdigit()) and " " not in ans
+
+        ans = await self._value_question(
+            (
+                "Enter the hostname and port of the HTTP server to download updates from",
+                "using the format (local.server:port).",
+            ),
+            current,
+            valid,
+            "You must enter a valid hostname and port.",
+        )
+        return ans if ":" in ans else f"{ans}:80"
 
     async def _url_question(self, current: str) -> str:
-        t = self.term
-        t.line()
-        t.line("Enter the full HTTP URL of the update list using the format")
-        t.line("(http://optionalname:password@local.server:port/directory/manifest.xml).")
-        default = "" if current == "cisco" else current
-        while True:
-            t.write(f"[{default}]> ")
-            ans = (await t.readline()).strip() or default
-            if ans.startswith("http://") and " " not in ans and len(ans) > 10:
-                return ans
-            t.line("You must enter a valid URL starting with http://.")
+        return await self._value_question(
+            (
+                "Enter the full HTTP URL of the update list using the format",
+                "(http://optionalname:password@local.server:port/directory/manifest.xml).",
+            ),
+            current,
+            lambda ans: ans.startswith("http://") and " " not in ans and len(ans) > 10,
+            "You must enter a valid URL starting with http://.",
+        )
 
     async def cmd_updateconfig(self) -> None:
         t = self.term
