@@ -293,3 +293,23 @@ async def test_resume_trusts_the_appliance_over_the_journal(tmp_path: Path) -> N
         assert fleet.nodes["esa01"].appliance.upgrades_done == [(16, 0, 0, 123)]
     finally:
         await fleet.stop()
+
+
+async def test_longest_procedures_start_first_within_a_batch(tmp_path: Path) -> None:
+    from tests.test_tui import static_rollout
+
+    rollout = static_rollout(tmp_path, n=4)
+    rollout.expected_upgrades = {"esa03": 2, "esa01": 1, "esa02": 1, "esa04": 1}
+    rollout.options.max_unavailable = 1
+    rollout.options.concurrency = 1
+    rollout.state = rollout.state.RUNNING
+    launched: list[str] = []
+
+    def fake_launch(name: str) -> None:  # the procedure itself is tested elsewhere
+        launched.append(name)
+        rollout.records[name].state = "done"
+        rollout._wake.set()
+
+    rollout._launch = fake_launch  # type: ignore[method-assign]
+    await rollout._run_batch(["esa01", "esa02", "esa03", "esa04"])
+    assert launched[0] == "esa03" and sorted(launched) == ["esa01", "esa02", "esa03", "esa04"]

@@ -66,6 +66,7 @@ class FleetHeader(Static):
     def __init__(self, model: FleetModel, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.model = model
+        self._lines = -1
 
     def refresh_from_model(self) -> None:
         m = self.model
@@ -109,7 +110,10 @@ class FleetHeader(Static):
         text.append(f"elapsed {fmt_duration(elapsed)}  ETA {fmt_duration(m.eta())}")
         if r.state == RolloutState.PAUSED and r.pause_reason:
             text.append(f"\n  paused: {r.pause_reason}", style="yellow")
-        self.update(text)
+        # The header's height changes only when the pause line comes or goes.
+        lines = text.plain.count("\n")
+        self.update(text, layout=lines != self._lines)
+        self._lines = lines
 
 
 class FleetTable(ScrollView, can_focus=True):
@@ -366,11 +370,11 @@ class WorkQueuePanel(Vertical):
         row = m.rows.get(name) if name else None
         history = list(row.depth_history) if row else []
         self.query_one("#wq-selected-label", Static).update(
-            f"{name or '-'}: {row.depth if row and row.depth is not None else '-'} messages"
+            f"{name or '-'}: {row.depth if row and row.depth is not None else '-'} messages", layout=False
         )
         self.query_one("#wq-selected", Sparkline).data = history or [0]
         fleet = list(m.fleet_depth)
-        self.query_one("#wq-fleet-label", Static).update(f"fleet: {fleet[-1] if fleet else 0} messages")
+        self.query_one("#wq-fleet-label", Static).update(f"fleet: {fleet[-1] if fleet else 0} messages", layout=False)
         self.query_one("#wq-fleet", Sparkline).data = fleet or [0]
         draining = [r for r in m.rows.values() if r.draining]
         text = Text("draining: ", style="bold")
@@ -378,7 +382,7 @@ class WorkQueuePanel(Vertical):
             text.append("none", style="dim")
         for r in draining[:12]:
             text.append(f"{r.name} {r.depth} ", style="bold yellow")
-        self.query_one("#wq-draining", Static).update(text)
+        self.query_one("#wq-draining", Static).update(text, layout=False)
 
 
 class UpgradeProgressPanel(Static):
@@ -406,9 +410,9 @@ class UpgradeProgressPanel(Static):
         if len(rows) > 14:
             table.add_row("", f"+{len(rows) - 14} more", "", "")
         if not rows:
-            self.update(Group(head, Text("nothing in flight", style="dim")))
+            self.update(Group(head, Text("nothing in flight", style="dim")), layout=False)
             return
-        self.update(Group(head, table))
+        self.update(Group(head, table), layout=False)
 
 
 class RebootPanel(Static):
@@ -437,6 +441,6 @@ class RebootPanel(Static):
                 Text((st.error or "")[:40], style="dim"),
             )
         if not m.reboots:
-            self.update(Group(table, Text("no appliance rebooting", style="dim")))
+            self.update(Group(table, Text("no appliance rebooting", style="dim")), layout=False)
             return
-        self.update(table)
+        self.update(table, layout=False)
