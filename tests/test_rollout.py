@@ -146,8 +146,19 @@ async def test_capacity_groups_and_cluster_one_at_a_time(tmp_path: Path) -> None
                 cluster_peak[0] = max(cluster_peak[0], len(active_cluster))
 
         rollout.subscribe(watch)
+        last: dict[str, RolloutEvent] = {}
+
+        def remember(ev: RolloutEvent) -> None:
+            if isinstance(ev, StepStarted | ApplianceStateChanged):
+                last[ev.appliance] = ev
+
+        rollout.subscribe(remember)
         assert await rollout.run(autostart=True) == "completed"
         assert max(peak.values()) <= 2 and cluster_peak[0] == 1
+        # after the cluster reconnect the members are shown done again, not stuck on that step
+        for name in ("esa07", "esa08"):
+            ev = last[name]
+            assert isinstance(ev, ApplianceStateChanged) and ev.state.value == "done", ev
         assert all(n.appliance.cluster_connected for n in fleet.nodes.values() if n.appliance.cluster)
     finally:
         await fleet.stop()

@@ -393,10 +393,13 @@ class Rollout:
                     await proc.step(Step.RECONNECT, self.settings.deadlines.point, reconnect)
                     rec.cluster_disconnected = False
                     self.journal.save(rec)
+                    self._emit(ApplianceStateChanged(appliance=name, state=State.DONE, version=rec.current))
                 except ApplianceError as exc:
                     note = f"cluster {cluster}: {exc.message}"
                     self.notes.clusters.append(note)
                     self._emit(Message(appliance=name, text=note, level="error"))
+                    # Upgraded and serving mail, but not back in its cluster: a human decides.
+                    self._emit(ApplianceStateChanged(appliance=name, state=State.DONE, version=rec.current, error=note))
                 finally:
                     await proc.client.close()
             else:

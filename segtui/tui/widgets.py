@@ -372,10 +372,10 @@ class WorkQueuePanel(Vertical):
         self.query_one("#wq-selected-label", Static).update(
             f"{name or '-'}: {row.depth if row and row.depth is not None else '-'} messages", layout=False
         )
-        self.query_one("#wq-selected", Sparkline).data = history or [0]
+        self.query_one("#wq-selected", Sparkline).data = history
         fleet = list(m.fleet_depth)
         self.query_one("#wq-fleet-label", Static).update(f"fleet: {fleet[-1] if fleet else 0} messages", layout=False)
-        self.query_one("#wq-fleet", Sparkline).data = fleet or [0]
+        self.query_one("#wq-fleet", Sparkline).data = fleet
         draining = [r for r in m.rows.values() if r.draining]
         text = Text("draining: ", style="bold")
         if not draining:
