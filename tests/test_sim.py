@@ -14,6 +14,7 @@ import pytest
 
 from segtui.sim.fleet import FaultSpecError, SimFleet, parse_faults
 from tests.conftest import TEST_PASSWORD, start_fleet
+from tests.tmux import TmuxSession
 
 
 class RawCLI:
@@ -292,7 +293,7 @@ def test_openssh_client_walks_the_cli(tmp_path: Path) -> None:
         text=True,
         env={**os.environ},
     )
-    session = f"segtui-ssh-{os.getpid()}"
+    term: TmuxSession | None = None
     try:
         port = None
         assert sim.stdout is not None
@@ -310,44 +311,29 @@ def test_openssh_client_walks_the_cli(tmp_path: Path) -> None:
             f"-o UserKnownHostsFile={tmp_path / 'sim' / 'known_hosts'} -o StrictHostKeyChecking=yes "
             f"admin@127.0.0.1"
         )
-        subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "150", "-y", "50", cmd], check=True)
-
-        def screen() -> str:
-            return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
-
-        def wait_for(text: str, timeout: float = 15) -> str:
-            end = time.monotonic() + timeout
-            while time.monotonic() < end:
-                s = screen()
-                if text in s:
-                    return s
-                time.sleep(0.1)
-            raise AssertionError(f"{text!r} not on screen:\n{screen()}")
-
-        def keys(*k: str) -> None:
-            subprocess.run(["tmux", "send-keys", "-t", session, *k], check=True)
-
-        wait_for("esa01.lab.example.com>")
-        keys("version", "Enter")
-        wait_for("Version: 15.0.0-104")
-        keys("suspendlistener", "Enter")
-        s = wait_for("]>")
+        term = TmuxSession("segtui-ssh", cmd, 150, 50)
+        term.wait_for("esa01.lab.example.com>")
+        term.keys("version", "Enter")
+        term.wait_for("Version: 15.0.0-104")
+        term.keys("suspendlistener", "Enter")
+        s = term.wait_for("]>")
         if "Choose the listener(s)" in s:
-            keys("Enter")
-            wait_for("abruptly closing")
-        keys("Enter")
-        wait_for("Receiving suspended for")
-        keys("status detail", "Enter")
-        wait_for("-Press Any Key For More-")
-        keys("Space")
-        wait_for("Kilobytes Free")
-        keys("resumelistener", "Enter")
-        s = wait_for("esa01.lab.example.com>", 5)
-        if "Choose the listener(s)" in screen():
-            keys("Enter")
-        wait_for("Receiving resumed for")
-        keys("exit", "Enter")
+            term.keys("Enter")
+            term.wait_for("abruptly closing")
+        term.keys("Enter")
+        term.wait_for("Receiving suspended for")
+        term.keys("status detail", "Enter")
+        term.wait_for("-Press Any Key For More-")
+        term.keys("Space")
+        term.wait_for("Kilobytes Free")
+        term.keys("resumelistener", "Enter")
+        if "Choose the listener(s)" in s:  # several listeners: the same list is asked again
+            term.wait_for("you wish to resume")
+            term.keys("Enter")
+        term.wait_for("Receiving resumed for")
+        term.keys("exit", "Enter")
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        if term is not None:
+            term.kill()
         sim.terminate()
         sim.wait(10)

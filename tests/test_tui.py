@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,6 +29,7 @@ from segtui.tui.app import SegtuiApp
 from segtui.tui.screens import ConfirmScreen, HelpScreen, TypeNameScreen
 from segtui.tui.widgets import FleetTable
 from tests.conftest import TEST_PASSWORD, make_rollout, start_fleet
+from tests.tmux import TmuxSession
 
 SIZE = (160, 45)
 T0 = 1_795_000_000.0
@@ -326,43 +325,26 @@ async def _settle(pilot) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_demo_in_a_real_terminal_under_tmux(tmp_path: Path) -> None:
-    session = f"segtui-demo-{os.getpid()}"
     cmd = (
         f"cd {tmp_path} && SEGTUI_PASSWORD='{TEST_PASSWORD}' {sys.executable} -m segtui demo --appliances 4 "
         f"--time-scale 0.002 --max-unavailable 2 --report {tmp_path / 'report.json'}; echo EXIT=$?; sleep 30"
     )
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "170", "-y", "45", cmd], check=True)
-
-    def screen() -> str:
-        return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
-
-    def wait_for(text: str, timeout: float = 60) -> str:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            s = screen()
-            if text in s:
-                return s
-            time.sleep(0.2)
-        raise AssertionError(f"{text!r} not on screen:\n{screen()}")
-
-    def keys(*k: str) -> None:
-        subprocess.run(["tmux", "send-keys", "-t", session, *k], check=True)
-
+    term = TmuxSession("segtui-demo", cmd, 170, 45)
     try:
-        s = wait_for("[ready]")
+        s = term.wait_for("[ready]")
         assert "LAB · sim-lab" in s and "esa01" in s and "esa04" in s and "Reboot polling" in s
-        keys("g")
-        wait_for("Start the rollout of 4 appliances")
-        keys("y")
-        wait_for("[running]", 20)
-        wait_for("[done]", 120)
-        s = wait_for("done 4", 10)
+        term.keys("g")
+        term.wait_for("Start the rollout of 4 appliances")
+        term.keys("y")
+        term.wait_for("[running]", 20)
+        term.wait_for("[done]", 120)
+        s = term.wait_for("done 4", 10)
         (tmp_path / "screen.txt").write_text(s)
-        keys("q")
-        s = wait_for("EXIT=", 20)
+        term.keys("q")
+        s = term.wait_for("EXIT=", 20)
         assert "EXIT=0" in s and "outcome: completed" in s
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        term.kill()
 
 
 async def test_image_column_shows_staged_downloading_and_not_staged(tmp_path: Path) -> None:

@@ -326,8 +326,7 @@ class Appliance:
                     on_progress(progress)
 
         answers = [
-            Answer(r"Are you sure you want to proceed with upgrade", "Y"),
-            Answer(r"cancel the download and select a different upgrade image", "N"),
+            *_upgrade_preamble(keep_download=True),
             Answer(r"Choose the operation you want to perform", choose_operation, times=1),
             Answer(r"Upgrades available", pick),
             Answer(r"save the current configuration to the configuration directory", "Y"),
@@ -366,8 +365,7 @@ class Appliance:
         out = await self._run(
             "upgrade",
             answers=[
-                Answer(r"Are you sure you want to proceed with upgrade", "Y"),
-                Answer(r"cancel the download and select a different upgrade image", "Y"),
+                *_upgrade_preamble(keep_download=False),
                 Answer(r"Choose the operation you want to perform", "DOWNLOAD", times=1),
                 Answer(r"Upgrades available", pick),
             ],
@@ -385,8 +383,7 @@ class Appliance:
         out = await self._run(
             "upgrade",
             answers=[
-                Answer(r"Are you sure you want to proceed with upgrade", "Y"),
-                Answer(r"cancel the download and select a different upgrade image", "N"),
+                *_upgrade_preamble(keep_download=True),
                 Answer(r"Choose the operation you want to perform", _status_or_leave, times=1),
             ],
             timeout=self.timeouts.analysis,
@@ -407,8 +404,7 @@ class Appliance:
         out = await self._run(
             "upgrade",
             answers=[
-                Answer(r"Are you sure you want to proceed with upgrade", "Y"),
-                Answer(r"cancel the download and select a different upgrade image", "N"),
+                *_upgrade_preamble(keep_download=True),
                 Answer(r"Choose the operation you want to perform", "DOWNLOADINSTALL", times=1),
                 Answer(r"Upgrades available", collect),
                 Answer(r"save the current configuration to the configuration directory", "N"),
@@ -465,6 +461,15 @@ class Appliance:
 
 
 _IMAGE_IN_MENU_RE = re.compile(r"^- INSTALL\b.*?AsyncOS (\d+\.\d+\.\d+) build (\d+)", re.MULTILINE)
+
+
+def _upgrade_preamble(keep_download: bool) -> list[Answer]:
+    """The questions every `upgrade` starts with: proceed after the analysis, and what to do with a
+    download already in progress (keep it, unless we are about to download another image)."""
+    return [
+        Answer(r"Are you sure you want to proceed with upgrade", "Y"),
+        Answer(r"cancel the download and select a different upgrade image", "N" if keep_download else "Y"),
+    ]
 
 
 def _status_or_leave(question: str) -> str:
