@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     from segtui.errors import InputError
 
     try:
-        return asyncio.run(_dispatch(args)) if args.command != "demo" or args.headless else _dispatch_sync(args)
+        return asyncio.run(_dispatch(args))
     except InputError as exc:
         for line in exc.problems:
             err(line)
@@ -105,10 +105,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err("interrupted; `segtui resume --inventory FILE` continues an interrupted rollout")
         return EXIT_FAILED
-
-
-def _dispatch_sync(args: argparse.Namespace) -> int:
-    return asyncio.run(_dispatch(args))
 
 
 def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:

@@ -292,7 +292,6 @@ class Appliance:
                     return "INSTALL"
             return operation
 
-        seen = {"rebooting": False}
         phase = ["analysis"]
 
         def pick(question: str) -> str:
@@ -313,8 +312,6 @@ class Appliance:
 
         def output(chunk: str) -> None:
             for line in chunk.splitlines():
-                if "rebooting the system" in line.lower():
-                    seen["rebooting"] = True
                 progress = parsers.parse_progress_line(line)
                 if progress is None:
                     continue
