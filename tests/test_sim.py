@@ -7,6 +7,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 import httpx
@@ -15,6 +16,20 @@ import pytest
 from segtui.sim.fleet import FaultSpecError, SimFleet, parse_faults
 from tests.conftest import TEST_PASSWORD, start_fleet
 from tests.tmux import TmuxSession
+
+
+def connect(fleet: SimFleet, name: str) -> Any:
+    """A plain asyncssh login, awaitable or `async with` (the driver is not used here)."""
+    return asyncssh.connect(
+        "127.0.0.1",
+        fleet.nodes[name].port,
+        username="admin",
+        password=TEST_PASSWORD,
+        known_hosts=str(fleet.known_hosts_path),
+        config=None,
+        agent_path=None,
+        client_keys=None,
+    )
 
 
 class RawCLI:
@@ -27,17 +42,7 @@ class RawCLI:
 
     @classmethod
     async def open(cls, fleet: SimFleet, name: str) -> RawCLI:
-        node = fleet.nodes[name]
-        conn = await asyncssh.connect(
-            "127.0.0.1",
-            node.port,
-            username="admin",
-            password=TEST_PASSWORD,
-            known_hosts=str(fleet.known_hosts_path),
-            config=None,
-            agent_path=None,
-            client_keys=None,
-        )
+        conn = await connect(fleet, name)
         proc = await conn.create_process(term_type="vt100", term_size=(200, 50))
         cli = cls(conn, proc)
         await cli.until("> ")
@@ -150,16 +155,7 @@ async def test_walk_dialogues_by_hand(fleet6: SimFleet) -> None:
 
 async def test_exec_readonly_and_refuse_changes(fleet6: SimFleet) -> None:
     node = fleet6.nodes["esa01"]
-    async with asyncssh.connect(
-        "127.0.0.1",
-        node.port,
-        username="admin",
-        password=TEST_PASSWORD,
-        known_hosts=str(fleet6.known_hosts_path),
-        config=None,
-        agent_path=None,
-        client_keys=None,
-    ) as conn:
+    async with connect(fleet6, "esa01") as conn:
         r = await conn.run("workqueue status")
         assert "Messages:" in str(r.stdout)
         r = await conn.run("suspendlistener")
