@@ -324,3 +324,23 @@ async def test_longest_procedures_start_first_within_a_batch(tmp_path: Path) -> 
     rollout._launch = fake_launch  # type: ignore[method-assign]
     await rollout._run_batch(["esa01", "esa02", "esa03", "esa04"])
     assert launched[0] == "esa03" and sorted(launched) == ["esa01", "esa02", "esa03", "esa04"]
+
+
+async def test_abort_survives_a_lost_cancellation() -> None:
+    """Python 3.11's wait_for can swallow a cancellation; an abort must still stop the step."""
+    import time as _time
+
+    from segtui.rollout.procedure import _cancel_and_wait
+
+    async def stubborn() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            pass  # the lost cancellation
+        await asyncio.sleep(30)
+
+    work = asyncio.ensure_future(stubborn())
+    await asyncio.sleep(0)
+    start = _time.monotonic()
+    await _cancel_and_wait(work)
+    assert work.cancelled() and _time.monotonic() - start < 2

@@ -250,7 +250,8 @@ class Appliance:
         os.chmod(local_dir, 0o700)
         target = local_dir / Path(remote).name
         try:
-            await asyncio.wait_for(asyncssh.scp((session.conn, remote), str(target)), self.timeouts.backup)
+            async with asyncio.timeout(self.timeouts.backup):
+                await asyncssh.scp((session.conn, remote), str(target))
         except TimeoutError:
             raise CommandFailed(self.name, f"SCP of {remote} timed out") from None
         except (asyncssh.Error, OSError) as exc:

@@ -182,7 +182,8 @@ class CLISession:
     async def close(self) -> None:
         self.conn.close()
         try:
-            await asyncio.wait_for(self.conn.wait_closed(), 5)
+            async with asyncio.timeout(5):
+                await self.conn.wait_closed()
         except (TimeoutError, OSError, asyncssh.Error):
             pass
 
@@ -196,7 +197,9 @@ class CLISession:
         if remaining <= 0:
             raise CommandTimeout(self.name, f"`{command}` did not finish before its deadline")
         try:
-            chunk = await asyncio.wait_for(self._process.stdout.read(65536), remaining)
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation (abort, skip).
+            async with asyncio.timeout(remaining):
+                chunk = await self._process.stdout.read(65536)
         except TimeoutError:
             raise CommandTimeout(self.name, f"`{command}` did not finish before its deadline") from None
         except (asyncssh.Error, OSError, asyncio.IncompleteReadError) as exc:
@@ -265,7 +268,8 @@ class CLISession:
     async def _more_soon(self, on_output: OutputCallback | None, wait: float = 0.5) -> bool:
         """Whether more output arrives within `wait` seconds (it is appended to the buffer)."""
         try:
-            chunk = await asyncio.wait_for(self._process.stdout.read(65536), wait)
+            async with asyncio.timeout(wait):
+                chunk = await self._process.stdout.read(65536)
         except (TimeoutError, asyncssh.Error, OSError):
             return False
         if not chunk:
@@ -336,7 +340,8 @@ async def exec_readonly(opts: ConnectOptions, command: str, timeout: float = 30.
     """One-shot SSH exec of a read-only command (no PTY, no dialogue)."""
     conn = await open_connection(opts)
     try:
-        result = await asyncio.wait_for(conn.run(command, check=False), timeout)
+        async with asyncio.timeout(timeout):
+            result = await conn.run(command, check=False)
     except TimeoutError:
         raise CommandTimeout(opts.name, f"`{command}` timed out") from None
     except (asyncssh.Error, OSError) as exc:

@@ -43,7 +43,8 @@ async def read_versions(ctx: RolloutContext) -> dict[str, ApplianceCheck]:
     async def one(spec: ApplianceSpec) -> ApplianceCheck:
         client = ctx.appliance(spec, journal_commands=False)
         try:
-            info = await asyncio.wait_for(client.version(), ctx.settings.deadlines.precheck)
+            async with asyncio.timeout(ctx.settings.deadlines.precheck):
+                info = await client.version()
         except ApplianceError as exc:
             return ApplianceCheck(spec.name, False, problem=exc.message)
         except TimeoutError:

@@ -79,6 +79,13 @@ class Aborted(Exception):
 UNREACHABLE = (RebootTimeout, HostKeyRejected, AuthFailed)
 
 
+async def _cancel_and_wait(work: asyncio.Future[Any]) -> None:
+    """Cancel until it is really over: a cancellation can be lost in a race inside the work."""
+    while not work.done():
+        work.cancel()
+        await asyncio.wait([work], timeout=0.2)
+
+
 class ApplianceProcedure:
     """Runs (or continues) the procedure for one appliance; always leaves it in a known, safe state."""
 
@@ -199,14 +206,12 @@ class ApplianceProcedure:
                     # The upgrade was confirmed meanwhile: it must run to its end.
                     stop = asyncio.ensure_future(asyncio.Event().wait())
                     continue
-                work.cancel()
-                await asyncio.gather(work, return_exceptions=True)
+                await _cancel_and_wait(work)
                 raise self.stop_request
         finally:
             stop.cancel()
             if not work.done():
-                work.cancel()
-                await asyncio.gather(work, return_exceptions=True)
+                await _cancel_and_wait(work)
 
     # --- the procedure -------------------------------------------------------------------------
     async def run(self) -> State:

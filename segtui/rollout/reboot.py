@@ -29,7 +29,8 @@ class RebootPoller:
 
     async def _tcp_open(self, timeout: float) -> bool:
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(self.spec.host, self.spec.port), timeout)
+            async with asyncio.timeout(timeout):
+                _, writer = await asyncio.open_connection(self.spec.host, self.spec.port)
         except (OSError, TimeoutError):
             return False
         writer.close()
@@ -74,7 +75,8 @@ class RebootPoller:
                     await appliance.session()
                     probe("cli")
                     probe("version")
-                    info = await asyncio.wait_for(appliance.version(), max(1.0, left))
+                    async with asyncio.timeout(max(1.0, left)):
+                        info = await appliance.version()
                 except (HostKeyRejected, AuthFailed):
                     raise
                 except (ConnectFailed, ConnectionLost, TimeoutError, ApplianceError) as exc:

@@ -94,7 +94,8 @@ async def fetch_bounded(
 
 async def fetch_manifest(client: httpx.AsyncClient, url: str, timeout: float = 15.0) -> Manifest:
     try:
-        body = await asyncio.wait_for(fetch_bounded(client, url, timeout=timeout), timeout)
+        async with asyncio.timeout(timeout):
+            body = await fetch_bounded(client, url, timeout=timeout)
     except TimeoutError:
         raise ManifestError(f"{url}: timed out after {timeout:g} s") from None
     return parse_manifest(url, body)
