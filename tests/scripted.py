@@ -26,6 +26,7 @@ class ScriptedAppliance:
     silent: set[str] = field(default_factory=set)  # commands that never answer (timeouts)
     drop: set[str] = field(default_factory=set)  # commands after which the session drops
     prompt_after: dict[str, str] = field(default_factory=dict)  # command -> new prompt
+    refuse_shell: bool = False  # log in, then refuse the shell (an appliance going down just then)
 
 
 class _Auth(asyncssh.SSHServer):
@@ -40,6 +41,13 @@ class _Auth(asyncssh.SSHServer):
 
     def validate_password(self, username: str, password: str) -> bool:
         return password == self.scripted.password
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self.conn = conn
+
+    def auth_completed(self) -> None:
+        if self.scripted.refuse_shell:
+            asyncio.get_running_loop().call_soon(self.conn.abort)
 
 
 async def _session(sa: ScriptedAppliance, process: asyncssh.SSHServerProcess[str]) -> None:

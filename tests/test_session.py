@@ -359,3 +359,12 @@ async def test_refused_answer_fails_clearly_instead_of_looping(tmp_path: Path, a
     with pytest.raises(DialogueError, match="keeps asking"):
         await client.set_upgrade_source(UpgradeSource("h:80", "http://h/asyncos/x.xml"))
     await client.close()
+
+
+async def test_shell_refused_after_login_is_a_typed_error(tmp_path: Path, acceptors: list) -> None:
+    """Between login and the shell the appliance may go down (rebooting): typed, never a raw OSError."""
+    sa = ScriptedAppliance(refuse_shell=True)
+    client, acc = await connect(sa, tmp_path)
+    acceptors.append(acc)
+    with pytest.raises(ConnectionLost, match=r"opening the shell|during `\(login\)`"):
+        await client.version()

@@ -168,6 +168,10 @@ class CLISession:
             secrets = [opts.credentials.password] if opts.credentials.password else []
             session = cls(opts.name, conn, process, transcript=transcript, secrets=secrets)
             await session._read_to_prompt(deadline=time.monotonic() + banner_timeout, command="(login)")
+        except (OSError, asyncssh.Error) as exc:
+            # The appliance went away between login and the shell (e.g. it is rebooting).
+            conn.close()
+            raise ConnectionLost(opts.name, f"session dropped while opening the shell: {exc}") from None
         except BaseException:
             conn.close()
             raise

@@ -230,6 +230,9 @@ class ApplianceProcedure:
             return await self._make_safe(exc, State.NEEDS_ATTENTION, exc.message)
         except ApplianceError as exc:
             return await self._make_safe(exc, State.FAILED, exc.message)
+        except Exception as exc:
+            # Never leave an appliance "running" on a surprise: a human looks at it.
+            return await self._make_safe(exc, State.NEEDS_ATTENTION, f"unexpected error: {exc!r}")
         finally:
             await self.client.close()
         self.set_state(State.DONE)
