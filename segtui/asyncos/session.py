@@ -196,6 +196,12 @@ class CLISession:
             text = text.replace(secret, "********")
         return text
 
+    def _send(self, text: str, command: str) -> None:
+        try:
+            self._process.stdin.write(text)
+        except (OSError, asyncssh.Error) as exc:
+            raise ConnectionLost(self.name, f"session dropped during `{command}`: {exc}") from None
+
     async def _read_chunk(self, deadline: float, command: str) -> str:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -236,7 +242,7 @@ class CLISession:
             fresh = False
             norm_tail = self._buffer[consumed:].replace("\r", "")
             if parsers.PAGER_RE.search(norm_tail):
-                self._process.stdin.write(" ")
+                self._send(" ", command)
                 consumed = len(self._buffer)
                 continue
             label = parsers.prompt_at_end(self._buffer[max(0, start - 1) :].replace("\r", ""))
@@ -253,7 +259,7 @@ class CLISession:
                     last = norm_tail.strip().splitlines()[-3:]
                     raise DialogueError(self.name, f"`{command}` keeps asking the same question: {' / '.join(last)}")
                 reply = self._choose_answer(norm_tail, previous, answers, used, default)
-                self._process.stdin.write(reply + "\n")
+                self._send(reply + "\n", command)
                 consumed = len(self._buffer)
                 previous = norm_tail
                 continue
@@ -265,7 +271,7 @@ class CLISession:
                     fresh = True
                     continue
                 reply = self._choose_answer(norm_tail, previous, answers, used, None)
-                self._process.stdin.write(reply + "\n")
+                self._send(reply + "\n", command)
                 consumed = len(self._buffer)
                 previous = norm_tail
 
@@ -317,7 +323,7 @@ class CLISession:
         """Send one command, drive its dialogue to the main prompt, return normalized output."""
         async with self._lock:
             started = time.time()
-            self._process.stdin.write(command + "\n")
+            self._send(command + "\n", command)
             raw = await self._read_to_prompt(
                 deadline=time.monotonic() + timeout, command=command, answers=answers, on_output=on_output
             )
@@ -337,7 +343,7 @@ class CLISession:
             return output
 
     async def write_raw(self, text: str) -> None:
-        self._process.stdin.write(text)
+        self._send(text, "(raw)")
 
 
 async def exec_readonly(opts: ConnectOptions, command: str, timeout: float = 30.0) -> str:
