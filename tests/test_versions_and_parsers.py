@@ -230,3 +230,15 @@ def test_truncated_transcripts_never_crash_or_lie(name: str, cut: int) -> None:
         parsers.parse_progress_line(line)
     for parse_list in (parsers.parse_machine_choices,):
         parse_list(text)
+
+
+def test_next_hop_is_the_target_or_the_newest_step_below_it() -> None:
+    from segtui.asyncos.versions import next_hop
+
+    v = Version.parse
+    offers = [v("15.0.0-104"), v("15.5.1-055"), v("16.0.0-123")]
+    assert next_hop(offers, v("16.0.0-123")) == v("16.0.0-123")
+    assert next_hop(offers[:2], v("16.0.0-123")) == v("15.5.1-055")
+    assert next_hop(offers[:2], v("16.0.0-123"), current=v("15.5.1-055")) is None  # no step forward
+    assert next_hop([v("17.0.0-1")], v("16.0.0-123")) is None  # only beyond the target
+    assert next_hop([], v("16.0.0-123")) is None

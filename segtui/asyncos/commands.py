@@ -28,7 +28,7 @@ from segtui.asyncos.parsers import (
     WorkQueueStatus,
 )
 from segtui.asyncos.session import Answer, CLISession, ConnectOptions, TranscriptSink
-from segtui.asyncos.versions import Version
+from segtui.asyncos.versions import Version, next_hop
 
 
 @dataclass(frozen=True)
@@ -65,11 +65,10 @@ class UpgradeResult:
 
 def choose_offer(offers: list[UpgradeOffer], target: Version, allow_hop: bool = True) -> UpgradeOffer | None:
     """The target if offered; else the newest offer below it (an intermediate hop), if hops are allowed."""
-    exact = [o for o in offers if o.version == target]
-    if exact:
-        return exact[0]
-    hops = sorted((o for o in offers if o.version < target), key=lambda o: o.version)
-    return hops[-1] if hops and allow_hop else None
+    version = next_hop((o.version for o in offers), target)
+    if version is None or (version != target and not allow_hop):
+        return None
+    return next(o for o in offers if o.version == version)
 
 
 def _pick_all(question: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import total_ordering
 
@@ -52,3 +53,11 @@ class Version:
 
     def __str__(self) -> str:
         return f"{self.major}.{self.minor}.{self.patch}-{self.build:03d}"
+
+
+def next_hop(offers: Iterable[Version], target: Version, current: Version | None = None) -> Version | None:
+    """The target if it is offered; else the newest offer between `current` and the target (a hop)."""
+    offered = set(offers)
+    if target in offered:
+        return target
+    return max((v for v in offered if v < target and (current is None or current < v)), default=None)

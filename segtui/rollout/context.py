@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import asyncssh
 
 from segtui.asyncos.commands import Appliance, CommandTimeouts
+from segtui.asyncos.parsers import UpgradeSource
 from segtui.asyncos.session import ConnectOptions, Credentials, Exchange
 from segtui.asyncos.versions import Version
 from segtui.inventory import ApplianceSpec, Inventory
@@ -34,7 +35,7 @@ class RolloutContext:
     journal: Journal
     emit: Callable[[RolloutEvent], None]
     known_hosts: dict[Path, asyncssh.SSHKnownHosts] = field(default_factory=dict)
-    handshakes: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(16))
+    handshakes: asyncio.Semaphore = field(init=False)  # from settings.ssh.max_handshakes
     staged: dict[str, Version] = field(default_factory=dict)  # images `segtui stage` left on appliances
 
     def __post_init__(self) -> None:
@@ -48,6 +49,13 @@ class RolloutContext:
     @property
     def backup_dir(self) -> Path:
         return self.settings.state_dir / "backups"
+
+    def local_upgrade_source(self, current: Version) -> UpgradeSource:
+        """Images from our update server; the list from the manifest named after the current version."""
+        return UpgradeSource(
+            images=server_hostport(self.inventory.update_server),
+            manifest=self.inventory.manifest_url(current.tag()),
+        )
 
     def connect_options(self, spec: ApplianceSpec) -> ConnectOptions:
         ssh = self.settings.ssh

@@ -6,7 +6,6 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from segtui.asyncos.errors import ApplianceError
 from segtui.asyncos.versions import Version
@@ -90,7 +89,6 @@ class Rollout:
         self._wake = asyncio.Event()
         self._running: dict[str, tuple[ApplianceProcedure, asyncio.Task[State]]] = {}
         self._queue: list[str] = []
-        self._side_tasks: set[asyncio.Task[Any]] = set()
         self.batch_index = 0
         self.batch_total = 0
         self.started_at: float | None = None
@@ -303,7 +301,7 @@ class Rollout:
             await asyncio.gather(*(t for _, t in list(self._running.values())), return_exceptions=True)
             raise
         finally:
-            await self._drain_side_tasks()
+            await self._wait_for_running()
         return self._finish()
 
     def _next_batch_size(self) -> int:
@@ -405,7 +403,7 @@ class Rollout:
             else:
                 self.notes.clusters.append(f"cluster {cluster}: every machine reconnected on {self.target}")
 
-    async def _drain_side_tasks(self) -> None:
+    async def _wait_for_running(self) -> None:
         if self._running:
             await asyncio.gather(*(t for _, t in self._running.values()), return_exceptions=True)
 

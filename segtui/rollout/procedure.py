@@ -20,7 +20,7 @@ from segtui.asyncos.errors import (
 from segtui.asyncos.parsers import UpgradeProgress, UpgradeSource
 from segtui.asyncos.versions import Version
 from segtui.inventory import ApplianceSpec
-from segtui.rollout.context import RolloutContext, server_hostport
+from segtui.rollout.context import RolloutContext
 from segtui.rollout.events import (
     STEP_SPAN,
     ApplianceStateChanged,
@@ -321,13 +321,11 @@ class ApplianceProcedure:
             rec.original_source = {"images": original.images, "manifest": original.manifest}
             self.save()
         assert rec.current is not None
-        url = self.ctx.inventory.manifest_url(Version.parse(rec.current).tag())
-        await self.client.set_upgrade_source(
-            UpgradeSource(images=server_hostport(self.ctx.inventory.update_server), manifest=url)
-        )
+        source = self.ctx.local_upgrade_source(Version.parse(rec.current))
+        await self.client.set_upgrade_source(source)
         rec.pointed = True
         self.save()
-        await self.client.commit(f"segtui: AsyncOS upgrades from {url}")
+        await self.client.commit(f"segtui: AsyncOS upgrades from {source.manifest}")
 
     async def _suspend(self) -> None:
         # Journaled before the command: a crash mid-command must still lead to a resume.

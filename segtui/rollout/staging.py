@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from segtui.asyncos.errors import ApplianceError
 from segtui.asyncos.parsers import UpgradeSource
 from segtui.inventory import ApplianceSpec
-from segtui.rollout.context import RolloutContext, server_hostport
+from segtui.rollout.context import RolloutContext
 from segtui.rollout.events import Message, StagingChanged
 
 
@@ -48,9 +48,9 @@ async def stage_appliance(ctx: RolloutContext, spec: ApplianceSpec, poll: float,
             staging("staged", str(status.version))
             return StageResult(name, "already-staged", str(status.version))
         original = await client.upgrade_source()
-        url = ctx.inventory.manifest_url(info.version.tag())
-        await client.set_upgrade_source(UpgradeSource(server_hostport(ctx.inventory.update_server), url))
-        await client.commit(f"segtui stage: AsyncOS upgrades from {url}")
+        source = ctx.local_upgrade_source(info.version)
+        await client.set_upgrade_source(source)
+        await client.commit(f"segtui stage: AsyncOS upgrades from {source.manifest}")
         version = await client.download_image(ctx.target) if status.state == "none" else status.version
         staging("downloading", str(version), 0)
         end = time.monotonic() + deadline

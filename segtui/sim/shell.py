@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from segtui.sim.model import NEWEST, RELEASES, SimAppliance, SimVersion, vdotted, vparse
+from segtui.sim.model import RELEASES, SimAppliance, SimVersion, vdotted
 from segtui.sim.terminal import Cancelled, SessionClosed, Terminal
 
 if TYPE_CHECKING:
@@ -292,9 +292,6 @@ class ApplianceShell:
         self.term.line(f"Receiving resumed for {', '.join(chosen)}.")
 
     # --- updateconfig / commit -----------------------------------------------------------------
-    def _settings(self) -> object:
-        return self.a.pending or self.a.committed
-
     def _print_update_table(self) -> None:
         s = self.a.pending or self.a.committed
         t = self.term
@@ -755,10 +752,3 @@ class ApplianceShell:
             t.line(f"{m.hostname} is now reconnected to the cluster.")
         if a.cluster_connected:
             self.machine_mode = False
-
-
-def offers_for(version: SimVersion, manifest_versions: list[SimVersion]) -> list[SimVersion]:
-    return sorted(v for v in manifest_versions if v > version)
-
-
-__all__ = ["NEWEST", "ApplianceShell", "SessionClosed", "offers_for", "vparse"]

@@ -85,20 +85,8 @@ class Terminal:
             if self.pty:
                 self._process.stdout.write(ch)
 
-    async def ask(self, question: str, default: str) -> str:
-        """A `[default]> ` question; an empty answer takes the default."""
-        self.write(
-            f"{question}\n[{default}]> " if "\n" in question or len(question) > 60 else f"{question} [{default}]> "
-        )
-        answer = (await self.readline()).strip()
-        return answer or default
-
     async def ask_inline(self, question: str, default: str) -> str:
+        """A `question [default]> ` on one line; an empty answer takes the default."""
         self.write(f"{question} [{default}]> ")
-        answer = (await self.readline()).strip()
-        return answer or default
-
-    async def ask_block(self, question: str, default: str) -> str:
-        self.write(f"{question}\n[{default}]> ")
         answer = (await self.readline()).strip()
         return answer or default

@@ -10,7 +10,7 @@ import httpx
 from defusedxml import ElementTree as SafeET
 from defusedxml.common import DefusedXmlException
 
-from segtui.asyncos.versions import Version, VersionError
+from segtui.asyncos.versions import Version, VersionError, next_hop
 
 MAX_MANIFEST_BYTES = 1024 * 1024
 
@@ -35,6 +35,11 @@ class Manifest:
 
     def offers(self) -> list[Version]:
         return sorted(r.version for r in self.releases)
+
+    def next_release(self, current: Version, target: Version) -> Release | None:
+        """The release to install from `current` on the way to `target` (the target itself, or a hop)."""
+        version = next_hop((r.version for r in self.releases), target, current)
+        return next((r for r in self.releases if r.version == version), None)
 
 
 def parse_manifest(url: str, body: bytes) -> Manifest:
@@ -112,13 +117,11 @@ async def path_to_target(
     path: list[Version] = []
     current = base
     for _ in range(max_hops):
-        manifest = await fetch_manifest(client, manifest_url(update_server, current))
-        offers = manifest.offers()
-        if target in offers:
-            return [*path, target]
-        lower = [v for v in offers if current < v < target]
-        if not lower:
+        release = (await fetch_manifest(client, manifest_url(update_server, current))).next_release(current, target)
+        if release is None:
             return []
-        current = lower[-1]
-        path.append(current)
+        path.append(release.version)
+        if release.version == target:
+            return path
+        current = release.version
     return []

@@ -74,18 +74,17 @@ async def check_server(
             manifest = await manifest_for(current)
             if manifest is None:
                 break
-            offers = {r.version: r for r in manifest.releases}
-            nxt = target if target in offers else max((v for v in offers if current < v < target), default=None)
-            if nxt is None:
+            release = manifest.next_release(current, target)
+            if release is None:
                 missing.append(
                     Missing(
                         f"path {base} -> {target}",
                         manifest.url,
-                        f"offers {', '.join(str(v) for v in sorted(offers)) or 'nothing'}",
+                        f"offers {', '.join(str(v) for v in manifest.offers()) or 'nothing'}",
                     )
                 )
                 break
-            release = offers[nxt]
+            nxt = release.version
             if release.image:
                 url = _image_url(server, release.image)
                 if url not in checked_images:
