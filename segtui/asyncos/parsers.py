@@ -451,11 +451,11 @@ def parse_download_status(text: str) -> DownloadStatus:
         low = line.lower()
         image = _IMAGE_RE.search(line)
         version = Version.from_build(image.group(1), image.group(2)) if image else None
+        if "no upgrade image" in low or "no download" in low or ("nothing" in low and "download" in low):
+            return DownloadStatus("none")
         if "in progress" in low and "download" in low:
             pct = _PERCENT_RE.search(line)
             return DownloadStatus("downloading", version, int(pct.group(1)) if pct else None)
         if version is not None and ("downloaded" in low or "ready to install" in low):
             return DownloadStatus("downloaded", version, 100)
-        if "no upgrade image" in low or "no download" in low:
-            return DownloadStatus("none")
     raise ParseError("DOWNLOADSTATUS output says nothing of a download")
