@@ -356,7 +356,7 @@ _MACHINE_RE = re.compile(r"^\s*(\d+)[.)]\s+(\S+)(?:\s+\(group ([^)]+)\))?", re.I
 def parse_machine_choices(text: str) -> list[ClusterMachine]:
     """The numbered machine list of clusterconfig DISCONNECT / RECONNECT."""
     out = []
-    for line in normalize(text).splitlines():
+    for line in _complete_lines(text):
         m = _MACHINE_RE.match(line)
         if m:
             out.append(ClusterMachine(int(m.group(1)), m.group(2), m.group(3)))
