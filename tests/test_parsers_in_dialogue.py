@@ -88,7 +88,7 @@ class Server:
             process_factory=process_factory,
             encoding="latin-1" if scp_handler is not None else "utf-8",
             line_editor=False,
-            **extra,  # type: ignore[arg-type]
+            **extra,
         )
         self.acceptors.append(acceptor)
         port = acceptor.sockets[0].getsockname()[1]
@@ -199,7 +199,7 @@ async def test_confirmation_naming_another_release_is_refused(server: Server) ->
         script={"upgrade": [ANALYSIS, MENU, (listing, "1"), SAVE, EMAIL, PASSPHRASE, (confirm, "Y")]}
     )
     client = await server.start(sa)
-    with pytest.raises(UpgradeFailed, match="names 17.0.0-010"):
+    with pytest.raises(UpgradeFailed, match=r"names 17\.0\.0-010"):
         await client.upgrade(TARGET)
     await client.close()
     assert answers_after_list(sa) == ["1", "Y", "N", "2"]  # the list, save, email, passphrase; no confirmation
@@ -289,8 +289,16 @@ async def test_backup_is_0600_from_creation_and_hashed(
     backups = tmp_path / "backups"
     chmodded: list[str] = []
     real_chmod = os.chmod
-    monkeypatch.setattr(os, "chmod", lambda p, m, **kw: (chmodded.append(str(p)), real_chmod(p, m, **kw))[1])
-    monkeypatch.setattr(os, "fchmod", lambda *a: chmodded.append("fchmod"), raising=False)
+
+    def chmod(path: object, mode: int, **kw: object) -> None:
+        chmodded.append(str(path))
+        real_chmod(path, mode, **kw)  # type: ignore[arg-type]
+
+    def fchmod(*args: object) -> None:
+        chmodded.append("fchmod")
+
+    monkeypatch.setattr(os, "chmod", chmod)
+    monkeypatch.setattr(os, "fchmod", fchmod, raising=False)
     async with client:
         remote = await client.saveconfig()
         backup = await client.download(remote, backups, "config")
