@@ -7,7 +7,7 @@ import hashlib
 import os
 import re
 import shlex
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
@@ -263,6 +263,10 @@ class Appliance:
             raise ParseError(exc.message, appliance=self.name) from None
 
     # --- read-only -------------------------------------------------------------------------------
+    async def read(self, command: str, *, answers: Sequence[Answer] = ()) -> str:
+        """A read-only command whose dialogue the caller leaves without changes (the probe); normalized output."""
+        return await self._run(command, answers=list(answers))
+
     async def version(self) -> VersionInfo:
         return self._parse(parsers.parse_version, await self._run("version"))
 
