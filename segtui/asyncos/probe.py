@@ -100,6 +100,20 @@ READERS: dict[str, Callable[[str], Fields]] = {
 }
 
 
+# The parsers that read each command's output (a transcript of that command is checked with each).
+PARSERS_FOR_COMMAND: dict[str, tuple[str, ...]] = {
+    "version": ("version",),
+    "status detail": ("status_detail",),
+    "workqueue status": ("workqueue_status",),
+    "updateconfig": ("update_settings",),
+    "listenerconfig": ("listeners",),
+    "clusterconfig": ("cluster_list",),
+    "upgrade": ("upgrades_available", "progress"),
+    "saveconfig": ("saveconfig",),
+    "slblconfig": ("slbl_export",),
+}
+
+
 @dataclass(frozen=True)
 class Reading:
     """What one parser made of one output: ok with its key fields, or failed and why (one line)."""
