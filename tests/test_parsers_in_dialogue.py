@@ -395,3 +395,30 @@ async def test_hostile_scp_peer_leaves_no_partial_file(
     await client.close()
     assert "\n" not in str(info.value)
     assert list(backups.iterdir()) == []
+
+
+async def test_backup_from_the_simulator_over_scp_source_protocol(tmp_path: Path) -> None:
+    """The simulator serves `scp -f` as asyncssh's SCP server does: saveconfig, then the bounded fetch."""
+    import hashlib
+
+    from segtui.inventory import load_inventory
+    from segtui.rollout.context import RolloutContext
+    from segtui.rollout.journal import Journal
+    from tests.conftest import TARGET, make_settings, start_fleet
+
+    fleet = await start_fleet(tmp_path, 1, clusters=False)
+    try:
+        settings = make_settings(tmp_path / "state")
+        inventory = load_inventory(fleet.inventory_path)
+        ctx = RolloutContext(inventory, settings, TARGET, Journal(settings.state_dir / "j.sqlite"), lambda e: None)
+        async with ctx.appliance(inventory.appliances[0]) as client:
+            remote = await client.saveconfig()
+            backup = await client.download(remote, tmp_path / "backups", "config")
+            with pytest.raises(CommandFailed, match="over the limit"):
+                await client.download(remote, tmp_path / "small", "config", max_bytes=backup.path.stat().st_size - 1)
+    finally:
+        await fleet.stop()
+    on_appliance = fleet.workdir / "appliances" / "esa01" / remote.lstrip("/")
+    assert backup.sha256 == hashlib.sha256(on_appliance.read_bytes()).hexdigest()
+    assert stat.S_IMODE(backup.path.stat().st_mode) == 0o600
+    assert list((tmp_path / "small").iterdir()) == []
