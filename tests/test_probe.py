@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import asyncssh
 import pytest
 
 from segtui.asyncos.commands import Appliance, CommandTimeouts
@@ -87,7 +86,11 @@ async def test_garbled_and_unknown_outputs_are_readings_not_exceptions(tmp_path:
     acceptor, port, kh, _ = await serve(sa, tmp_path)
     try:
         opts = ConnectOptions(
-            "esa07", "127.0.0.1", port, Credentials("admin", TEST_PASSWORD), asyncssh.read_known_hosts(str(kh))
+            "esa07",
+            "127.0.0.1",
+            port,
+            Credentials("admin", TEST_PASSWORD),
+            str(kh),  # a file name: asyncssh reads it, and so does a session that re-reads it per connection
         )
         client = Appliance(opts, timeouts=CommandTimeouts(default=5))
         async with client:
