@@ -188,8 +188,17 @@ PARSERS = [
     parsers.parse_workqueue_status,
     parsers.parse_status_detail,
     parsers.parse_saveconfig,
+    parsers.parse_saveconfig_machine,
     parsers.parse_slbl_export,
     parsers.parse_update_settings,
+    parsers.parse_download_status,
+]
+LIST_PARSERS = [
+    parsers.parse_upgrades_available,
+    parsers.parse_machine_choices,
+    parsers.parse_cluster_list,
+    parsers.parse_listeners,
+    parsers.versions_named,
 ]
 
 
@@ -198,8 +207,41 @@ PARSERS = [
 def test_parsers_typed_error_or_result(parse, text: str) -> None:  # type: ignore[no-untyped-def]
     try:
         parse(text)
-    except ParseError:
-        pass
+    except ParseError as exc:
+        assert exc.appliance == "?" and "\n" not in exc.message
+
+
+@pytest.mark.parametrize("parse", LIST_PARSERS, ids=lambda p: p.__name__)
+@given(text=st.text(max_size=400))
+def test_list_parsers_never_raise(parse, text: str) -> None:  # type: ignore[no-untyped-def]
+    assert isinstance(parse(text), list)
+
+
+HOSTILE = [
+    "[" * 300_000,
+    "a" * 300_000,
+    "1" * 300_000,
+    "1." * 150_000,
+    "\r" + " " * 300_000,
+    '"/' * 150_000,
+    "AsyncOS upgrades" * 20_000,
+    "x.csv" * 60_000 + "y" * 100_000,
+    "1. " + "a-" * 150_000,
+]
+
+
+@pytest.mark.parametrize("parse", PARSERS + LIST_PARSERS, ids=lambda p: p.__name__)
+def test_parsers_are_linear_on_hostile_text(parse) -> None:  # type: ignore[no-untyped-def]
+    """300 KB of the worst shapes for each pattern: every parser answers within a generous bound."""
+    import time
+
+    for text in HOSTILE:
+        started = time.process_time()
+        try:
+            parse(text)
+        except ParseError:
+            pass
+        assert time.process_time() - started < 2.0, (parse.__name__, text[:20])
 
 
 @pytest.mark.parametrize(

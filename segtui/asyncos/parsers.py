@@ -282,7 +282,7 @@ def parse_saveconfig_machine(text: str) -> str | None:
     return name or None
 
 
-_CSV_RE = re.compile(r"(\S+\.csv)\b", re.IGNORECASE)
+_CSV_END_RE = re.compile(r"\.csv\b", re.IGNORECASE)
 
 
 def parse_slbl_export(text: str) -> str | None:
@@ -290,10 +290,12 @@ def parse_slbl_export(text: str) -> str | None:
     text = normalize(text)
     if "must be enabled through gui" in text.lower():
         return None
-    m = _CSV_RE.search(text)
+    # Found by its end, then back to the start of the word: linear on any text (no backtracking `\S+`).
+    m = _CSV_END_RE.search(text)
     if not m:
         raise ParseError("slblconfig EXPORT output names no .csv file")
-    name = m.group(1).strip("\"'.,")
+    start = max(text.rfind(c, 0, m.start()) for c in " \t\n") + 1
+    name = text[start : m.end()].strip("\"'.,")
     return name if name.startswith("/") else "/configuration/" + name.split("/")[-1]
 
 
@@ -385,7 +387,11 @@ def parse_cluster_list(text: str) -> list[str]:
         else:
             continue
         candidate = candidate.rstrip(",:")
-        if _HOSTNAME_RE.fullmatch(candidate) and not any(same_host(candidate, n) for n in names):
+        if (
+            len(candidate) <= 254
+            and _HOSTNAME_RE.fullmatch(candidate)
+            and not any(same_host(candidate, n) for n in names)
+        ):
             names.append(candidate)
     return names
 
