@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -30,6 +31,24 @@ SCALE = 0.002
 def fast_durations() -> Durations:
     # Appliance-time seconds; with SCALE a whole upgrade takes ~2 s of wall time.
     return Durations(analysis=(60, 120), download=(120, 200), install=(150, 250), reboot=(300, 500))
+
+
+# Tools some tests drive for real, and the Debian package that brings each.
+TOOLS = {"tmux": "tmux", "ssh": "openssh-client", "ssh-keygen": "openssh-client", "ssh-keyscan": "openssh-client"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "needs(*tools): the test drives these programs (tmux, ssh) for real")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for mark in item.iter_markers("needs"):
+        for tool in mark.args:
+            if shutil.which(tool) is None:
+                message = f"needs `{tool}` (apt-get install {TOOLS.get(tool, tool)})"
+                if os.environ.get("CI"):
+                    pytest.fail(message + ": CI installs it, so its absence is a failure there")
+                pytest.skip(message)
 
 
 @pytest.fixture(scope="session", autouse=True)
