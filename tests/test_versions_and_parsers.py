@@ -285,3 +285,10 @@ def test_next_hop_is_the_target_or_the_newest_step_below_it() -> None:
     assert next_hop(offers[:2], v("16.0.0-123"), current=v("15.5.1-055")) is None  # no step forward
     assert next_hop([v("17.0.0-1")], v("16.0.0-123")) is None  # only beyond the target
     assert next_hop([], v("16.0.0-123")) is None
+
+
+def test_offer_cut_short_is_not_a_release() -> None:
+    # Found by the truncation property: `build 1` of a line cut from `build 123` must not be offered.
+    assert parsers.parse_upgrades_available("Upgrades available.\n1. AsyncOS 16.0.0 build 1") == []
+    whole = "Upgrades available.\n1. AsyncOS 16.0.0 build 123\n[1]> "
+    assert [str(o.version) for o in parsers.parse_upgrades_available(whole)] == ["16.0.0-123"]

@@ -246,7 +246,8 @@ def parse_upgrades_available(text: str) -> list[UpgradeOffer]:
     if idx < 0:
         return []
     offers: list[UpgradeOffer] = []
-    for line in text[idx:].split("\n")[1:]:
+    # Complete lines only: an item cut short (`16.0.0 build 1` of `build 123`) must not read as a release.
+    for line in text[idx:].split("\n")[1:-1]:
         if line.rstrip().endswith("]>"):
             break
         m = _ITEM_RE.match(line)
