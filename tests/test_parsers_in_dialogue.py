@@ -192,6 +192,16 @@ async def test_appliance_skipping_the_list_is_never_confirmed(server: Server) ->
     assert sa.received.count("Y") <= 2
 
 
+async def test_skipped_list_then_the_13_0_question_is_never_answered_yes(server: Server) -> None:
+    notice = "\nFrom AsyncOS 13.0 onwards, something changed. Do you want to proceed with the upgrade? [Y]> "
+    sa = ScriptedAppliance(script={"upgrade": [ANALYSIS, MENU, (notice, "Y"), (CONFIRM_TEXT, "Y")]})
+    client = await server.start(sa)
+    with pytest.raises(UpgradeFailed, match="before any release was chosen"):
+        await client.upgrade(TARGET)
+    await client.close()
+    assert answers_after_list(sa) == []
+
+
 async def test_confirmation_naming_another_release_is_refused(server: Server) -> None:
     listing = offers("AsyncOS 16.0.0 build 123 upgrade For Email")
     confirm = "\nYou are about to install AsyncOS 17.0.0 build 010. Do you wish to proceed with the upgrade? [Y]> "

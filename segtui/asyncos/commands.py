@@ -432,7 +432,7 @@ class Appliance:
         def pick(question: str) -> str:
             listed = parsers.parse_upgrades_available(question)
             if not listed:
-                tail = " / ".join(question.strip().splitlines()[-3:])
+                tail = one_line(" / ".join(question.strip().splitlines()[-3:]), 200)
                 raise UpgradeFailed(self.name, f"the 'Upgrades available.' list could not be read: {tail}")
             offers[:] = listed
             choice = choose_offer(listed, target, allowed=allowed, current=current)
@@ -441,13 +441,21 @@ class Appliance:
             chosen.append(choice.version)
             return str(choice.number)
 
-        def confirm(question: str) -> str:
-            nonlocal confirmed
+        def require_choice() -> None:
             if not chosen:
                 # The appliance skipped the list (or we could not recognise it) and took its own default.
                 raise UpgradeFailed(
                     self.name, "asked to confirm an upgrade before any release was chosen: not confirming"
                 )
+
+        def proceed(_question: str) -> str:
+            # An earlier "proceed?" (13.0 and later) is a confirmation too: never to a release we did not choose.
+            require_choice()
+            return "Y"
+
+        def confirm(question: str) -> str:
+            nonlocal confirmed
+            require_choice()
             if not permitted(chosen[-1]):
                 raise UpgradeFailed(self.name, f"refusing to confirm an upgrade to {chosen[-1]} (target {target})")
             named = parsers.versions_named(question)
@@ -478,7 +486,7 @@ class Appliance:
             Answer(r"save the current configuration to the configuration directory", "Y"),
             Answer(r"email the current configuration", "N"),
             Answer(r"Choose the pass(word|phrase) option", _pick_encrypt),
-            Answer(r"From AsyncOS 13\.0 onwards.*proceed", "Y"),
+            Answer(r"From AsyncOS 13\.0 onwards.*proceed", proceed),
             Answer(r"Do you wish to proceed with the upgrade", confirm),
             Answer(r"seconds to wait before forcibly closing", str(close_seconds)),
         ]
