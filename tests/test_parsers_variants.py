@@ -334,3 +334,9 @@ def test_parse_error_is_an_appliance_error() -> None:
     with pytest.raises(ApplianceError) as info:
         parsers.parse_version("garbage\n")
     assert isinstance(info.value, ParseError) and info.value.appliance == "?"
+
+
+def test_update_settings_with_one_row_is_not_guessed() -> None:
+    # Cut after the images table: the list's source is unknown, never copied from the images' row.
+    with pytest.raises(ParseError, match="one 'AsyncOS upgrades' row"):
+        parsers.parse_update_settings("Service (images):   Update URL:\nAsyncOS upgrades    http://u.example:80/\n\n")

@@ -339,8 +339,11 @@ def parse_update_settings(text: str) -> UpgradeSource:
             rows.append(value)
     if not rows:
         raise ParseError("updateconfig printout has no 'AsyncOS upgrades' row")
+    if len(rows) < 2:
+        # Restoring needs both: never guess the list's source from the images' row.
+        raise ParseError("updateconfig printout has one 'AsyncOS upgrades' row, not two (images, then list)")
     images = _source_value(rows[0])
-    manifest = _source_value(rows[1] if len(rows) > 1 else rows[0])
+    manifest = _source_value(rows[1])
     if images != "cisco":
         images = re.sub(r"^https?://", "", images, flags=re.IGNORECASE).rstrip("/")
     return UpgradeSource(images=images, manifest=manifest, raw=rows)
