@@ -26,9 +26,20 @@ def context(inventory_path: Path, tmp_path: Path) -> RolloutContext:
 
 async def test_probe_fleet_reads_every_output_of_the_simulator(tmp_path: Path) -> None:
     fleet = await start_fleet(tmp_path, 6)
+
+    def state() -> list[tuple[object, ...]]:
+        return [
+            (a.committed, a.pending, a.suspended, a.cluster_connected, a.version)
+            for a in (node.appliance for node in fleet.nodes.values())
+        ]
+
     try:
+        before, events_before = state(), len(fleet.events)
         out = tmp_path / "probe"
         report = await probe_fleet(context(fleet.inventory_path, tmp_path), out)
+        # Read-only: no setting, listener, cluster link or version changed, and nothing happened on the appliances.
+        assert state() == before
+        assert fleet.events[events_before:] == []
     finally:
         await fleet.stop()
     assert report.ok, report.problems()
