@@ -215,6 +215,23 @@ async def test_confirmation_naming_another_release_is_refused(server: Server) ->
     assert answers_after_list(sa) == ["1", "Y", "N", "2"]  # the list, save, email, passphrase; no confirmation
 
 
+# --- download status ------------------------------------------------------------------------------
+def status_menu(with_status: bool) -> Turn:
+    items = "- DOWNLOADINSTALL - x\n- DOWNLOAD - y\n" + ("- DOWNLOADSTATUS - Status\n" if with_status else "")
+    return (f"\nChoose the operation you want to perform:\n{items}[]> ", "DOWNLOADSTATUS" if with_status else "")
+
+
+async def test_download_status_unreadable_is_an_error_not_none(server: Server) -> None:
+    sa = ScriptedAppliance(script={"upgrade": [ANALYSIS, status_menu(True), ("\nSomething in a new wording.\n", None)]})
+    client = await server.start(sa)
+    with pytest.raises(ParseError, match=r"^esa03: DOWNLOADSTATUS output says nothing"):
+        await client.download_status()
+    await client.close()
+    sa.script["upgrade"] = [ANALYSIS, status_menu(False)]
+    async with client:
+        assert (await client.download_status()).state == "none"
+
+
 # --- cluster machines by their own hostname -------------------------------------------------------
 CLUSTER_MENU = (
     "\nCluster mailcluster\n\nChoose the operation you want to perform:\n- LIST - List the machines in the cluster.\n"

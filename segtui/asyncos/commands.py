@@ -539,18 +539,30 @@ class Appliance:
         return chosen[-1]
 
     async def download_status(self) -> parsers.DownloadStatus:
-        """`upgrade > DOWNLOADSTATUS` (keeping any download in progress); nothing is changed."""
+        """`upgrade > DOWNLOADSTATUS` (keeping any download in progress); nothing is changed.
+
+        No DOWNLOADSTATUS in the menu means no image: "none". A status asked for but unreadable is a
+        ParseError, never "none" (that would let a DOWNLOAD cancel an image we could not read)."""
+        asked = [False]
+
+        def status_or_leave(question: str) -> str:
+            choice = _status_or_leave(question)
+            asked[0] = bool(choice)
+            return choice
+
         out = await self._run(
             "upgrade",
             answers=[
                 *_upgrade_preamble(keep_download=True),
-                Answer(r"Choose the operation you want to perform", _status_or_leave, times=1),
+                Answer(r"Choose the operation you want to perform", status_or_leave, times=1),
             ],
             timeout=self.timeouts.analysis,
         )
         try:
             return parsers.parse_download_status(out)
-        except ParseError:
+        except ParseError as exc:
+            if asked[0]:
+                raise ParseError(exc.message, appliance=self.name) from None
             return parsers.DownloadStatus("none")
 
     async def available_upgrades(self) -> list[UpgradeOffer]:
