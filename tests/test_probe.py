@@ -92,6 +92,15 @@ async def test_garbled_and_unknown_outputs_are_readings_not_exceptions(tmp_path:
         script={
             "version": [(f"\nVersion: fifteen\nEcho of the password: {TEST_PASSWORD}\n", None)],
             "workqueue status": [("\nStatus: Operational\nMessages: 1,243\n", None)],
+            "updateconfig": [
+                (
+                    "\nService (images):   Update URL:\nAsyncOS upgrades    http://updates.lab:80/\n\n"
+                    "Service (list):   Update URL:\n"
+                    "AsyncOS upgrades    http://fetch:Upd4te-S3cret@updates.lab/asyncos/phoebe-15-0-0-104.xml\n\n"
+                    "Choose the operation you want to perform:\n- SETUP - Edit update configuration.\n[]> ",
+                    "",
+                ),
+            ],
         },
     )
     acceptor, port, kh, _ = await serve(sa, tmp_path)
@@ -116,6 +125,11 @@ async def test_garbled_and_unknown_outputs_are_readings_not_exceptions(tmp_path:
     assert TEST_PASSWORD not in version.transcript and "********" in version.transcript
     wq = results["workqueue status"]
     assert wq.ok and wq.reading is not None and wq.reading.fields == {"status": "Operational", "messages": 1243}
+    # The update server's credentials (the form AsyncOS's own prompt suggests) are masked everywhere.
+    update = results["updateconfig"]
+    assert update.ok and update.reading is not None
+    assert update.reading.fields["manifest"] == "http://fetch:********@updates.lab/asyncos/phoebe-15-0-0-104.xml"
+    assert "Upd4te-S3cret" not in update.transcript
     unknown = results["status detail"]
     assert unknown.reading is None and unknown.error is not None and "does not know" in unknown.error
     assert "clusterconfig" not in results  # not clustered: the prompt says so
