@@ -129,7 +129,7 @@ async def serve(sa: ScriptedAppliance, tmp: Path) -> tuple[asyncssh.SSHAcceptor,
     return acceptor, port, kh, key
 
 
-_PROMPT_LINE_RE = re.compile(r"^(\((?:Cluster|Group|Machine) [^)]+\)|[A-Za-z0-9._-]+)> (.*)$")
+_PROMPT_LINE_RE = re.compile(r"^(\((?:Cluster|Group|Machine) [^)]+\)|[A-Za-z0-9._-]+)>(?: (.*))?$")
 _ANSWERED_RE = re.compile(r"^(.*\]> )(.*)$")
 PAGER = "-Press Any Key For More-"
 
@@ -162,7 +162,7 @@ def from_transcript(text: str, **kwargs: Any) -> ScriptedAppliance:
                 finish(m.group(1))
             else:
                 sa.prompt = m.group(1) + "> "
-            prompt, command = m.group(1), m.group(2).strip() or None
+            prompt, command = m.group(1), (m.group(2) or "").strip() or None
             acc, turns = [""], []
             continue
         if command is None:

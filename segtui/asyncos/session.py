@@ -239,6 +239,16 @@ def split_incomplete_control(text: str) -> tuple[str, str]:
     return text, ""
 
 
+def clean_chunk(held: str, chunk: str) -> tuple[str, str]:
+    """One chunk cleaned of control sequences, given what was held back from the chunk before.
+
+    Returns the clean text and the new held-back tail (an unterminated sequence): a sequence split across chunks
+    is removed whole, never half.
+    """
+    ready, held = split_incomplete_control(held + chunk)
+    return strip_control(ready), held
+
+
 def flatten(text: str) -> str:
     """CRLF to LF and erased pager lines (`\\r` + spaces + `\\r`) and stray CRs removed; pager markers kept."""
     return _ERASE_RE.sub("", text).replace("\r\n", "\n").replace("\r", "")
@@ -473,8 +483,7 @@ class CLISession:
 
     def _take(self, rx: _Received, chunk: str, command: str, on_output: OutputCallback | None) -> None:
         """Clean one chunk at the session boundary, append it, and pass it on."""
-        ready, self._held = split_incomplete_control(self._held + chunk)
-        clean = strip_control(ready)
+        clean, self._held = clean_chunk(self._held, chunk)
         if not rx.add(clean):
             raise OutputTooLarge(
                 self.name,
