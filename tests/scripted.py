@@ -35,6 +35,7 @@ class ScriptedAppliance:
     prompt_after: dict[str, str] = field(default_factory=dict)  # command -> new prompt
     refuse_shell: bool = False  # log in, then refuse the shell (an appliance going down just then)
     hang: set[str] = field(default_factory=set)  # commands whose script is followed by silence, no prompt
+    pace: float = 0.0  # seconds between the turns of a script (a slow appliance)
 
 
 class _Auth(asyncssh.SSHServer):
@@ -87,6 +88,8 @@ async def _session(sa: ScriptedAppliance, process: asyncssh.SSHServerProcess[str
             if line in sa.silent:
                 await asyncio.sleep(3600)
             for text, expect in sa.script.get(line, [(f"\nUnknown command or missing feature key: {line}\n", None)]):
+                if sa.pace:
+                    await asyncio.sleep(sa.pace)
                 out(text)
                 if expect == "KEY":  # the pager takes any single key
                     while not buf:

@@ -76,3 +76,14 @@ async def test_output_over_the_cap_fails_long_before_the_deadline(served: Served
 
 def test_the_default_cap_is_16_mib() -> None:
     assert DialoguePolicy().max_output_bytes == 16 * 1024 * 1024
+
+
+async def test_a_password_question_that_keeps_growing_still_meets_the_deadline(served: Served) -> None:
+    # Each piece looks like a password question, and the next arrives before the line is judged quiet.
+    drip = ScriptedAppliance(script={"commit": [("\nEnter the password:", None)] * 30}, pace=0.3, hang={"commit"})
+    bad = await served.connect(drip, timeout=DEADLINE)
+    t0 = time.monotonic()
+    with pytest.raises(CommandTimeout, match="deadline"):
+        await bad.commit("x")
+    assert time.monotonic() - t0 < DEADLINE + 1.0
+    await bad.close()

@@ -350,18 +350,15 @@ class _Received:
             self.since_start += cut
         return self.size <= self.limit
 
-    def tail(self) -> tuple[str, bool]:
-        """The flattened end of the text after the last pager stop, and whether it begins at a line start."""
+    def tail(self) -> tuple[str, str | None]:
+        """The flattened end of the text after the last pager stop, and its last whole line (None if the
+        tail holds no line start: a line longer than the tail)."""
         start = max(self.mark, self.since_end - TAIL_CHARS)
-        return flatten(self.since[start - self.since_start :]), start == self.mark
-
-    def last_line(self) -> str | None:
-        """The last whole line of the tail, or None if the tail holds no line start."""
-        flat, at_line_start = self.tail()
+        flat = flatten(self.since[start - self.since_start :])
         idx = flat.rfind("\n")
-        if idx < 0 and not at_line_start:
-            return None
-        return flat[idx + 1 :]
+        if idx < 0 and start != self.mark:
+            return flat, None
+        return flat, flat[idx + 1 :]
 
     def pager_answered(self) -> None:
         self.mark = self.since_end
@@ -511,12 +508,11 @@ class CLISession:
             if not fresh:
                 self._take(rx, await self._read_raw(deadline, command), command, on_output)
             fresh = False
-            flat, _ = rx.tail()
+            flat, line = rx.tail()
             if pager_at_end(flat):
                 self._send(" ", command)
                 rx.pager_answered()
                 continue
-            line = rx.last_line()
             label = prompt_label(line) if line is not None else None
             if label is not None:
                 self._learn_prompt(label)
@@ -527,7 +523,7 @@ class CLISession:
             if default is None:
                 # "Choose the password option:" is followed by a menu; only a line that stays quiet is a real
                 # password question.
-                if await self._more_soon(rx, command, on_output):
+                if await self._more_soon(rx, deadline, command, on_output):
                     fresh = True
                     continue
             question = rx.question()
@@ -543,12 +539,19 @@ class CLISession:
             rx.answered()
             previous = question
 
-    async def _more_soon(self, rx: _Received, command: str, on_output: OutputCallback | None) -> bool:
+    async def _more_soon(self, rx: _Received, deadline: float, command: str, on_output: OutputCallback | None) -> bool:
         """Whether more output arrives within PASSWORD_QUIET seconds (it is added to `rx`)."""
+        remaining = deadline - time.monotonic()
+        quiet = remaining > PASSWORD_QUIET
         try:
-            async with asyncio.timeout(PASSWORD_QUIET):
+            # Never past the command's deadline: a line that keeps growing must not hold the command forever.
+            async with asyncio.timeout(min(PASSWORD_QUIET, max(remaining, 0.0))):
                 chunk = await self._process.stdout.read(65536)
-        except (TimeoutError, asyncssh.Error, OSError):
+        except TimeoutError:
+            if not quiet:
+                raise CommandTimeout(self.name, f"`{command}` did not finish before its deadline") from None
+            return False
+        except (asyncssh.Error, OSError):
             return False
         if not chunk:
             return False
