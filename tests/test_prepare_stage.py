@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -46,10 +46,10 @@ async def acli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-async def two_bases(tmp_path: Path) -> SimFleet:
+async def two_bases(tmp_path: Path) -> AsyncIterator[SimFleet]:
     fleet = await start_fleet(tmp_path, 4, clusters=False)  # esa01-03 on 15.0.0-104, esa04 on 15.5.1-055
     (tmp_path / "segtui.toml").write_text(SETTINGS)
-    yield fleet  # type: ignore[misc]
+    yield fleet
     await fleet.stop()
 
 
