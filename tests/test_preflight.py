@@ -233,7 +233,7 @@ async def test_unrecognised_manifest_warns_and_the_appliance_decides(
     plan = await cli(lab, tmp_path, "plan")
     assert plan.returncode == 0 and "15.0.0-104 -> 16.0.0-123 (path decided by the appliance's list)" in plan.stdout
     result = await preflight(context(lab, tmp_path))
-    assert result.ok and result.expected_upgrades == {"a": 1, "b": 0}
+    assert result.ok and result.expected_upgrades == {"a": 1, "b": 0} and result.expected_paths == {}
     prepare = await cli(lab, tmp_path, "prepare")
     assert prepare.returncode == 0, prepare.stdout
     assert "no image reference recognised in" in prepare.stdout and "check by hand" in prepare.stdout
@@ -260,6 +260,7 @@ async def test_hops_are_planned_and_counted(
     ctx = context(lab, tmp_path)
     result = await preflight(ctx)
     assert result.ok and result.expected_upgrades == {"a": 2, "b": 1}
+    assert result.expected_paths == {"a": [Version.parse("15.5.1-055"), TARGET], "b": [TARGET]}
     checks = {a.name: a for a in result.appliances}
     lines = render_plan(ctx, RolloutOptions(batch="1"), plan_batches(ctx, RolloutOptions(batch="1")), checks)
     text = "\n".join(lines)

@@ -65,6 +65,11 @@ class PreflightResult:
         return {a.name: a.expected_upgrades for a in self.appliances}
 
     @property
+    def expected_paths(self) -> dict[str, list[Version]]:
+        """Per appliance below the target whose path the manifests made clear: the versions it passes through."""
+        return {a.name: list(a.path) for a in self.appliances if a.path_known and a.path}
+
+    @property
     def manifests(self) -> dict[str, str]:
         """Each base manifest's URL -> "ok", or why it refuses (warnings are in `paths`)."""
         return {(r.findings[0].url if r.findings else str(base)): r.refused or "ok" for base, r in self.paths.items()}
