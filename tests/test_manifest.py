@@ -373,3 +373,25 @@ async def test_shared_manifests_are_fetched_once(server: tuple[str, dict[str, by
 
 def test_manifest_url_is_named_after_the_base() -> None:
     assert manifest_url("http://u.example.com/", BASE) == "http://u.example.com/asyncos/phoebe-15-0-0-104.xml"
+
+
+@pytest.mark.parametrize(
+    "update_server,fragment",
+    [
+        ("http://127.0.0.1:99999", "port"),
+        ("http://u:secret@[::1", "port"),
+        ("ftp://updates.example.com", "protocol"),
+        ("http://u:secret@127.0.0.1:1", "connection"),
+        ("http://upd\x1b]0;x\x07ates/", "ASCII"),
+    ],
+)
+async def test_odd_update_server_is_a_one_line_refusal(update_server: str, fragment: str) -> None:
+    from segtui.updates.prepare import check_image
+
+    async with httpx.AsyncClient() as client:
+        report = await walk_path(client, update_server, BASE, TARGET)
+        image = await check_image(client, f"{update_server}/a.img", deadline=5)
+    assert report.refused is not None and fragment in report.refused
+    for text in (report.refused, str(report.findings[-1]), image or ""):
+        assert "secret" not in text and "\n" not in text and "\x1b" not in text and "\x07" not in text
+    assert image is not None and image.startswith("unreachable")

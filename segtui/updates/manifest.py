@@ -25,6 +25,11 @@ class ManifestError(Exception):
     """A manifest is certainly unusable: missing, too large, too slow, not well-formed or unsafe XML."""
 
 
+def shown_url(url: str) -> str:
+    """A URL as it may be printed or stored: credentials masked, control characters gone, one line."""
+    return one_line(redact_url(url), 300)
+
+
 # --- versions anywhere ---------------------------------------------------------------------------
 # Cisco's manifest schema is not public, so versions are looked for in every attribute, text and tag.
 # Major, minor and patch have at most two digits and the major is not 0: a date (2024-03-01, four digits
@@ -142,7 +147,7 @@ def read_manifest(url: str, body: bytes) -> ManifestReading:
     Raises ManifestError only for what is certainly wrong (not well-formed, unsafe); an unfamiliar shape
     gives an empty or partial reading, never an error.
     """
-    shown = redact_url(url)
+    shown = shown_url(url)
     try:
         root: Element = SafeET.fromstring(body, forbid_dtd=True)
     except DefusedXmlException as exc:
@@ -173,11 +178,21 @@ def read_manifest(url: str, body: bytes) -> ManifestReading:
 
 
 # --- fetching ------------------------------------------------------------------------------------
+def transfer_problem(exc: BaseException) -> str:
+    """One line for a failed HTTP transfer, credentials masked."""
+    if isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        return transfer_problem(exc.exceptions[0])
+    text = one_line(redact_url(str(exc)), 200)
+    if isinstance(exc, httpx.HTTPError | httpx.InvalidURL):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 async def fetch_bounded(
     client: httpx.AsyncClient, url: str, limit: int = MAX_MANIFEST_BYTES, timeout: float = MANIFEST_DEADLINE
 ) -> bytes:
     """GET with a byte limit and an overall deadline: a hostile server cannot stall or flood us."""
-    shown = redact_url(url)
+    shown = shown_url(url)
     try:
         async with asyncio.timeout(timeout):
             async with client.stream("GET", url, timeout=httpx.Timeout(timeout)) as resp:
@@ -198,8 +213,10 @@ async def fetch_bounded(
         raise ManifestError(f"{shown}: timed out after {timeout:g} s") from None
     except httpx.TimeoutException:
         raise ManifestError(f"{shown}: timed out") from None
-    except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
-        raise ManifestError(f"{shown}: {one_line(redact_url(str(exc)), 200) or type(exc).__name__}") from None
+    except ManifestError:
+        raise
+    except Exception as exc:  # whatever the URL or the network does (httpx, anyio, the socket layer)
+        raise ManifestError(f"{shown}: {transfer_problem(exc)}") from None
 
 
 async def fetch_manifest(client: httpx.AsyncClient, url: str, timeout: float = MANIFEST_DEADLINE) -> ManifestReading:
@@ -272,7 +289,7 @@ async def walk_path(
     steps: list[Version] = []
     for _ in range(max_hops):
         url = manifest_url(update_server, current)
-        shown = redact_url(url)
+        shown = shown_url(url)
         if url not in cache:
             try:
                 cache[url] = await fetch_manifest(client, url, timeout)
@@ -305,7 +322,7 @@ async def walk_path(
         current = step
     report.findings.append(
         Finding(
-            redact_url(manifest_url(update_server, current)),
+            shown_url(manifest_url(update_server, current)),
             "warning",
             f"no way to {target} within {max_hops} hops: the appliance's own list decides",
         )

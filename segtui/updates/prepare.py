@@ -10,8 +10,7 @@ import httpx
 
 from segtui.asyncos.parsers import VersionInfo
 from segtui.asyncos.versions import Version
-from segtui.textsafe import one_line, redact_url
-from segtui.updates.manifest import MAX_HOPS, Finding, PathReport, walk_paths
+from segtui.updates.manifest import MAX_HOPS, Finding, PathReport, shown_url, transfer_problem, walk_paths
 
 IMAGE_DEADLINE = 15.0  # per image, HEAD and ranged GET together, whatever the server does
 
@@ -94,8 +93,8 @@ async def _answers(client: httpx.AsyncClient, url: str, timeout: float) -> str |
             return None if resp.status_code in (200, 206) else f"HTTP {resp.status_code}"
     except httpx.TimeoutException:
         return f"timed out after {timeout:g} s"
-    except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
-        return f"unreachable: {one_line(redact_url(str(exc)), 200) or type(exc).__name__}"
+    except Exception as exc:  # whatever the URL or the network does (httpx, anyio, the socket layer)
+        return f"unreachable: {transfer_problem(exc)}"
 
 
 async def check_image(client: httpx.AsyncClient, url: str, deadline: float = IMAGE_DEADLINE) -> str | None:
@@ -124,7 +123,7 @@ async def check_server(
     checked: set[str] = set()
     for base, report in result.reports.items():
         if report.refused:
-            url = report.findings[-1].url if report.findings else redact_url(server)
+            url = report.findings[-1].url if report.findings else shown_url(server)
             result.missing.append(Missing(f"manifest for {base}", url, report.refused.split(": ", 1)[-1]))
             continue
         path = report.path or []
@@ -132,7 +131,7 @@ async def check_server(
             # Reading i leads to step i of the path; past a known path (or with none), check all it names.
             step = path[i] if i < len(path) else None
             refs = reading.images_for(step) if step is not None else reading.images
-            shown = redact_url(reading.url)
+            shown = shown_url(reading.url)
             if not refs:
                 what = f" for {step}" if step is not None and reading.images else ""
                 note = f"no image reference{what} recognised in {shown}: check by hand"
@@ -147,7 +146,7 @@ async def check_server(
                 problem = await check_image(client, url, image_deadline)
                 if problem:
                     label = f"image {step}" if step is not None else "image"
-                    result.missing.append(Missing(label, redact_url(url), problem))
+                    result.missing.append(Missing(label, shown_url(url), problem))
                 else:
-                    result.images_ok.append((step, redact_url(url)))
+                    result.images_ok.append((step, shown_url(url)))
     return result
