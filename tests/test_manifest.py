@@ -395,3 +395,20 @@ async def test_odd_update_server_is_a_one_line_refusal(update_server: str, fragm
     for text in (report.refused, str(report.findings[-1]), image or ""):
         assert "secret" not in text and "\n" not in text and "\x1b" not in text and "\x07" not in text
     assert image is not None and image.startswith("unreachable")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<m>" + b"".join(b'<i h="a/b%d.img"/>' % i for i in range(45000)) + b"</m>",
+        b"<m>" + b"".join(b'<r v="16.0.%d-%d"><i>x/%d.img</i></r>' % (i % 99, i, i) for i in range(24000)) + b"</m>",
+        b"<m a='" + b"16.0.0-1 " * 110000 + b"'/>",
+    ],
+    ids=["flat-references", "many-releases", "one-long-attribute"],
+)
+def test_reading_a_large_manifest_is_linear(body: bytes) -> None:
+    assert len(body) <= 1024 * 1024
+    start = time.monotonic()
+    reading = read_manifest("u", body)
+    assert reading.images or reading.versions
+    assert time.monotonic() - start < 20  # seconds on a loaded machine; a quadratic reading takes many minutes

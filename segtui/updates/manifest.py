@@ -55,9 +55,14 @@ _VERSION_PATTERNS = (
 )
 
 
+_TWO_DIGITS_APART = re.compile(r"[0-9][^0-9]{1,3}[0-9]", re.ASCII)
+
+
 def scan_versions(text: str) -> set[Version]:
     """Every AsyncOS version written anywhere in `text`, in any of the usual spellings; never raises."""
     found: set[Version] = set()
+    if not _TWO_DIGITS_APART.search(text):  # most texts cannot hold a version: skip the patterns
+        return found
     for pattern in _VERSION_PATTERNS:
         for m in pattern.finditer(text):
             numbers = [g for g in m.groups() if g not in ("-", "_")]
@@ -70,13 +75,14 @@ _URL_RE = re.compile(r"^[a-z][a-z0-9+.-]{0,20}://[^\s/]+(?:/\S*)?$", re.IGNORECA
 _IMAGE_SUFFIXES = (
     ".img", ".bin", ".image", ".tgz", ".tar", ".gz", ".xz", ".bz2", ".zip", ".pkg", ".iso", ".raw", ".qcow2", ".ova",
 )  # fmt: skip
+_SPACE_RE = re.compile(r"\s")
 _NUMERIC_PATH_RE = re.compile(r"^[0-9/.:\s-]+$")
 
 
 def _reference(value: str) -> str | None:
     """`value` if it looks like a URL or a file path or name; None for words, numbers, dates, media types."""
     value = value.strip()
-    if not value or len(value) > 2048 or any(c.isspace() for c in value):
+    if not value or len(value) > 2048 or _SPACE_RE.search(value):
         return None
     if _URL_RE.match(value):
         return value
@@ -141,6 +147,30 @@ def _single(versions: Iterable[Version]) -> Version | None:
     return next(iter(distinct)) if len(distinct) == 1 else None
 
 
+def _collect(
+    el: Element,
+    parent: Element | None,
+    local: dict[Element, set[Version]],
+    around: dict[Element, Version | None],
+    seen: set[str],
+    images: list[str],
+    image_versions: list[Version | None],
+) -> None:
+    """The references in one element, each with the version it belongs to when the manifest makes it clear."""
+    for text, may_refer in _local_texts(el):
+        ref = _reference(text) if may_refer else None
+        if ref is None or ref in seen:
+            continue
+        owner = _single(scan_versions(ref)) or _single(local[el])
+        if owner is None and not local[el] and parent is not None:
+            if parent not in around:
+                around[parent] = _single(local[parent].union(*(local[sibling] for sibling in parent)))
+            owner = around[parent]
+        seen.add(ref)
+        images.append(ref)
+        image_versions.append(owner)
+
+
 def read_manifest(url: str, body: bytes) -> ManifestReading:
     """Parse safely (no DTD, no entities) and read versions and image references from anywhere in it.
 
@@ -156,24 +186,18 @@ def read_manifest(url: str, body: bytes) -> ManifestReading:
         raise ManifestError(f"{shown}: not well-formed XML: {one_line(str(exc), 200)}") from None
     except (ValueError, UnicodeError) as exc:
         raise ManifestError(f"{shown}: not readable XML: {one_line(str(exc), 200)}") from None
-    parents: dict[Element, Element] = {child: parent for parent in root.iter() for child in parent}
-    versions: set[Version] = set()
+    # Each element's own versions, and each parent's (its own and its children's), computed once:
+    # linear in the size of the manifest whatever its shape.
+    local: dict[Element, set[Version]] = {el: _local_versions(el) for el in root.iter()}
+    around: dict[Element, Version | None] = {}
+    versions: set[Version] = set().union(*local.values())
     images: list[str] = []
     image_versions: list[Version | None] = []
-    for el in root.iter():
-        local = _local_versions(el)
-        versions |= local
-        for text, may_refer in _local_texts(el):
-            ref = _reference(text) if may_refer else None
-            if ref is None or ref in images:
-                continue
-            owner = _single(scan_versions(ref)) or _single(local)
-            parent = parents.get(el)
-            if owner is None and not local and parent is not None:
-                around = _local_versions(parent).union(*(_local_versions(sibling) for sibling in parent))
-                owner = _single(around)
-            images.append(ref)
-            image_versions.append(owner)
+    seen: set[str] = set()
+    _collect(root, None, local, around, seen, images, image_versions)
+    for parent in root.iter():
+        for child in parent:
+            _collect(child, parent, local, around, seen, images, image_versions)
     return ManifestReading(url, frozenset(versions), tuple(images), tuple(image_versions))
 
 
@@ -220,7 +244,9 @@ async def fetch_bounded(
 
 
 async def fetch_manifest(client: httpx.AsyncClient, url: str, timeout: float = MANIFEST_DEADLINE) -> ManifestReading:
-    return read_manifest(url, await fetch_bounded(client, url, timeout=timeout))
+    body = await fetch_bounded(client, url, timeout=timeout)
+    # Reading a 1 MiB manifest of many small elements takes about a second: off the event loop.
+    return await asyncio.to_thread(read_manifest, url, body)
 
 
 def manifest_url(update_server: str, base: Version) -> str:
