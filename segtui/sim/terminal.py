@@ -84,9 +84,3 @@ class Terminal:
             line += ch
             if self.pty:
                 self._process.stdout.write(ch)
-
-    async def ask_inline(self, question: str, default: str) -> str:
-        """A `question [default]> ` on one line; an empty answer takes the default."""
-        self.write(f"{question} [{default}]> ")
-        answer = (await self.readline()).strip()
-        return answer or default
