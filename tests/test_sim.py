@@ -637,6 +637,29 @@ async def test_fault_auth_and_flaky_and_hostkey(tmp_path: Path) -> None:
         await fleet.stop()
 
 
+async def test_fault_listeners_suspended_by_hand_and_garbled_version(tmp_path: Path) -> None:
+    fleet = await start_fleet(
+        tmp_path, 2, faults={"esa01": {"listeners-suspended"}, "esa02": {"garbled-version"}}, clusters=False
+    )
+    try:
+        assert fleet.nodes["esa01"].appliance.suspended and not fleet.nodes["esa02"].appliance.suspended
+        cli = await RawCLI.open(fleet, "esa01")
+        try:
+            out = await cli.say("status detail")
+            assert re.search(r"^System status:\s+Receiving Suspended", out, re.M)
+            assert "Version: 15" in await cli.say("version")
+        finally:
+            cli.close()
+        cli = await RawCLI.open(fleet, "esa02")
+        try:
+            out = await cli.say("version")
+            assert "Current Version" in out and "Version:" not in out and "Serial #:" not in out
+        finally:
+            cli.close()
+    finally:
+        await fleet.stop()
+
+
 async def test_every_drop_is_an_event(tmp_path: Path) -> None:
     events = tmp_path / "events.log"
     seen: list[tuple[str, str]] = []

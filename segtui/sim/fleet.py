@@ -231,6 +231,7 @@ class SimFleet:
             a.base_rate = rng.uniform(150, 1500) / TAU
             a.received = a.received_at_boot = rng.uniform(2e6, 2e7)
             a.delivered = a.delivered_at_boot = a.received - a.base_rate * TAU
+            a.suspended = a.fault("listeners-suspended")
             group = self.groups.setdefault(self.group_of(i), MailGroup(self.group_of(i)))
             group.members.append(a)
             a.group = group

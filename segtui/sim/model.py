@@ -23,6 +23,8 @@ FAULTS = (
     "flaky",
     "bake-fail",  # back on the new version, accepts mail, delivers none
     "peer-overload",  # its work queue stays above 12,000 whatever happens
+    "listeners-suspended",  # its listeners were suspended by hand before the rollout
+    "garbled-version",  # `version` answers with a reply nobody can parse
 )
 
 OVERLOAD_DEPTH = 12_000.0

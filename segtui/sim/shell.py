@@ -161,6 +161,9 @@ class ApplianceShell:
     async def cmd_version(self) -> None:
         a = self.a
         rel = RELEASES.get(a.version)
+        if a.fault("garbled-version"):
+            await self.d.lines("", "Current Version", "===============", "Pr\x7foduct: C\ufffd\ufffd", "Versi", "")
+            return
         lines = [
             "",
             "Current Version",
