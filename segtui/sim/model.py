@@ -84,7 +84,7 @@ class Durations:
         return Durations(mid(self.analysis), mid(self.download), mid(self.install), mid(self.reboot), self.drain_rate)
 
 
-@dataclass
+@dataclass(eq=False)  # identity: members refer to each other
 class Cluster:
     name: str
     members: list[SimAppliance] = field(default_factory=list)
@@ -97,7 +97,7 @@ TAU = 30.0  # appliance-seconds a message spends in a healthy appliance's work q
 RECIPIENTS_PER_MESSAGE = 1.17
 
 
-@dataclass
+@dataclass(eq=False)
 class MailGroup:
     """A capacity group: mail arrives at a steady rate, shared by the members that are in service.
 
@@ -107,26 +107,33 @@ class MailGroup:
 
     name: str
     members: list[SimAppliance] = field(default_factory=list)
-    clock: float = field(default_factory=time.monotonic)
 
     @property
     def rate(self) -> float:
         return sum(m.base_rate for m in self.members)
 
-    def shares(self) -> dict[str, float]:
-        serving = [m for m in self.members if m.in_service]
-        weight = sum(m.base_rate for m in serving)
-        return {m.name: self.rate * m.base_rate / weight if m in serving and weight else 0.0 for m in self.members}
+    def share_of(self, member: SimAppliance) -> float:
+        """Messages per second arriving at this member now."""
+        if not member.in_service:
+            return 0.0
+        weight = sum(m.base_rate for m in self.members if m.in_service)
+        return self.rate * member.base_rate / weight
 
-    def advance(self, time_scale: float, drain_rate: float) -> None:
+    def shares(self) -> dict[str, float]:
+        return {m.name: self.share_of(m) for m in self.members}
+
+    def advance(self, member: SimAppliance, time_scale: float, drain_rate: float) -> None:
+        """One member's mail up to now. Shares only change at `settle`, so each member keeps its own clock."""
         now = time.monotonic()
-        dt = (now - self.clock) / max(time_scale, 1e-9)
-        self.clock = now
-        if dt <= 0:
-            return
-        shares = self.shares()
+        dt = (now - member.mail_clock) / max(time_scale, 1e-9)
+        member.mail_clock = now
+        if dt > 0:
+            member.flow(self.share_of(member), dt, drain_rate)
+
+    def settle(self, time_scale: float, drain_rate: float) -> None:
+        """Every member's mail up to now: call it before a member goes in or out of service."""
         for m in self.members:
-            m.flow(shares[m.name], dt, drain_rate)
+            self.advance(m, time_scale, drain_rate)
 
 
 @dataclass
@@ -155,7 +162,7 @@ class Printing:
     extra_upgrade_question: bool = False  # upgrade asks whether to notify the administrators
 
 
-@dataclass
+@dataclass(eq=False)
 class SimAppliance:
     name: str
     hostname: str
@@ -179,6 +186,7 @@ class SimAppliance:
     received_at_boot: float = 0.0
     delivered_at_boot: float = 0.0
     group: MailGroup | None = None
+    mail_clock: float = field(default_factory=time.monotonic)
     printing: Printing = field(default_factory=Printing)
     committed: UpdateSettings = field(default_factory=UpdateSettings)
     pending: UpdateSettings | None = None
@@ -251,12 +259,19 @@ class SimAppliance:
             self.received += arriving * h
             self.delivered += max(0.0, arriving * h + before - self.depth)
 
-    def tick_mail(self, time_scale: float, drain_rate: float) -> int:
-        """Advance this appliance's capacity group to now; the work queue depth."""
+    def _group(self) -> MailGroup:
         if self.group is None:
             self.group = MailGroup(self.name, [self])
-        self.group.advance(time_scale, drain_rate)
+        return self.group
+
+    def tick_mail(self, time_scale: float, drain_rate: float) -> int:
+        """Advance this appliance's mail to now; the work queue depth."""
+        self._group().advance(self, time_scale, drain_rate)
         return int(self.depth)
+
+    def settle_mail(self, time_scale: float, drain_rate: float) -> None:
+        """Bring the whole capacity group up to now, before this appliance goes in or out of service."""
+        self._group().settle(time_scale, drain_rate)
 
     def counters(self) -> dict[str, tuple[int, int, int]]:
         """status detail counters: (reset, uptime, lifetime); the counters were never reset."""

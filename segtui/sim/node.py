@@ -137,6 +137,7 @@ class SimNode:
         if self.port == 0:
             self.port = self._acceptor.sockets[0].getsockname()[1]
         self.going_down = asyncio.Event()
+        self.appliance.settle_mail(self.time_scale, self.durations.drain_rate)  # back in service: shares move
         self.appliance.state = "up"
 
     async def stop(self) -> None:
@@ -315,7 +316,7 @@ class SimNode:
     async def _reboot(self, new_version: SimVersion | None, close_seconds: int) -> None:
         a = self.appliance
         await self.sleep(min(close_seconds, 30) * 0.1)
-        a.tick_mail(self.time_scale, self.durations.drain_rate)  # mail up to now, then its share moves
+        a.settle_mail(self.time_scale, self.durations.drain_rate)  # mail up to now, then its share moves
         a.state = "rebooting"
         self.event("reboot")
         await self._close_network()
@@ -332,7 +333,7 @@ class SimNode:
             return
         if a.fault("hostkey-change"):
             self.host_key = asyncssh.generate_private_key("ssh-ed25519")
-        a.tick_mail(self.time_scale, self.durations.drain_rate)
+        a.settle_mail(self.time_scale, self.durations.drain_rate)
         a.booted()
         await self.start()
         self.event("up")

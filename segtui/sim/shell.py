@@ -189,6 +189,9 @@ class ApplianceShell:
         ]
         await self.d.lines(*lines)
 
+    def _settle(self) -> None:
+        self.a.settle_mail(self.node.time_scale, self.node.durations.drain_rate)
+
     def _depth(self) -> int:
         return self.a.tick_mail(self.node.time_scale, self.node.durations.drain_rate)
 
@@ -315,7 +318,7 @@ class ApplianceShell:
         )
         await self.d.lines("", "Waiting for listeners to exit...")
         await self.node.sleep(min(int(raw), 5) * 0.2)
-        self._depth()  # mail up to now, then its share moves to the peers
+        self._settle()  # the group's mail up to now, then this appliance's share moves to its peers
         self.a.suspended = True
         self.node.event("suspended")
         await self.d.line(f"Receiving suspended for {', '.join(chosen)}.")
@@ -324,7 +327,7 @@ class ApplianceShell:
         chosen = await self._choose_listeners("resume")
         if chosen is None:
             return
-        self._depth()
+        self._settle()
         self.a.suspended = False
         self.node.event("resumed")
         await self.d.lines("", f"Receiving resumed for {', '.join(chosen)}.")
