@@ -30,12 +30,6 @@ FAULTS = (
 OVERLOAD_DEPTH = 12_000.0
 
 
-def vparse(text: str) -> SimVersion:
-    head, _, build = text.partition("-")
-    a, b, c = head.split(".")
-    return (int(a), int(b), int(c), int(build))
-
-
 def vdotted(v: SimVersion) -> str:
     return f"{v[0]}.{v[1]}.{v[2]}-{v[3]:03d}"
 

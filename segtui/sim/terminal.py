@@ -20,8 +20,6 @@ class Terminal:
         self._process = process
         self.pty = process.get_terminal_type() is not None
         self._pending = ""
-        size = process.get_terminal_size()
-        self.rows = size[1] if size and size[1] else 24
 
     def write(self, text: str) -> None:
         if self.pty:
