@@ -501,6 +501,21 @@ async def test_bake_fail_and_peer_overload(tmp_path: Path) -> None:
         await fleet.stop()
 
 
+async def test_queue_surge_drains_at_the_appliances_own_rate(tmp_path: Path) -> None:
+    fleet = await start_fleet(tmp_path, 2, faults={"esa01": {"queue-surge"}}, clusters=False)
+    try:
+        a = fleet.nodes["esa01"].appliance
+        async with connect(fleet, "esa01") as conn:
+            r = await conn.run("workqueue status")
+        depth = re.search(r"Messages: ([\d,]+)", str(r.stdout))
+        assert depth and _n(depth[1]) > 12_000
+        # In service all along, it works the surge off: faster than mail arrives, no faster than it can deliver.
+        await eventually(lambda: _tick(fleet, "esa01") < 3 * a.base_rate * 30, what="the surge worked off")
+        assert a.in_service and a.delivered - a.delivered_at_boot > 10_000
+    finally:
+        await fleet.stop()
+
+
 async def test_exec_readonly_and_refuse_changes(fleet6: SimFleet) -> None:
     node = fleet6.nodes["esa01"]
     async with connect(fleet6, "esa01") as conn:

@@ -18,6 +18,7 @@ from segtui.sim.model import (
     FAULTS,
     NEWEST,
     PAGE_SIZES,
+    SURGE_DEPTH,
     TAU,
     UPGRADES_LABELS,
     Cluster,
@@ -258,7 +259,7 @@ class SimFleet:
             # Sized so that a group can lose members and still deliver what arrives.
             for a in group.members:
                 a.capacity = 1.2 * group.rate
-                a.depth = a.base_rate * TAU
+                a.depth = SURGE_DEPTH if a.fault("queue-surge") else a.base_rate * TAU
         await asyncio.gather(*(n.start() for n in self.nodes.values()))
         self.write_inventory()
 

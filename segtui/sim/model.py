@@ -23,11 +23,13 @@ FAULTS = (
     "flaky",
     "bake-fail",  # back on the new version, accepts mail, delivers none
     "peer-overload",  # its work queue stays above 12,000 whatever happens
+    "queue-surge",  # starts with a work queue of 15,000 that then drains at its own delivery rate
     "listeners-suspended",  # its listeners were suspended by hand before the rollout
     "garbled-version",  # `version` answers with a reply nobody can parse
 )
 
 OVERLOAD_DEPTH = 12_000.0
+SURGE_DEPTH = 15_000.0
 
 
 def vdotted(v: SimVersion) -> str:
