@@ -36,7 +36,7 @@ def _password_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SEGTUI_CONFIG", raising=False)
 
 
-def test_settings(state_dir: Path, **update: object) -> Settings:
+def make_settings(state_dir: Path, **update: object) -> Settings:
     base = load_settings()
     s = base.model_copy(update={"min_scaled_deadline": 8.0})
     s = s.scaled(SCALE)
@@ -77,7 +77,7 @@ def make_rollout(
     **settings_update: object,
 ) -> Rollout:
     inventory: Inventory = load_inventory(fleet.inventory_path)
-    settings = test_settings(tmp_path / "state", **settings_update)
+    settings = make_settings(tmp_path / "state", **settings_update)
     journal = Journal(settings.state_dir / "journal.sqlite")
     rollout = Rollout(
         inventory,
