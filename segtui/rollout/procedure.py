@@ -515,7 +515,13 @@ class ApplianceProcedure:
         return {}
 
     def _hostname_for_cluster(self, op: str) -> str:
-        hostname = self.rec.hostname or _appliance_hostname(self.client)
+        learned = _appliance_hostname(self.client)
+        if learned is not None and learned != self.rec.hostname:
+            # A cluster member shows its own name only in machine mode, which the backup's commands entered.
+            self.rec.hostname = learned
+            self.save()
+            self.ctx.emit(IdentityLearned(appliance=self.name, hostname=learned, serial=self.rec.serial))
+        hostname = self.rec.hostname
         if hostname is None:
             raise CommandFailed(
                 self.name,
