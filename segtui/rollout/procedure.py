@@ -776,6 +776,12 @@ class ApplianceProcedure:
             rec.bake = {"verdict": "skipped", "message": "bake off (guards.bake = 0)", "samples": []}
             self.save()
             return
+        if rec.suspended_elsewhere:
+            # Receiving stays suspended as the operator left it: the appliance takes no mail to judge.
+            rec.bake = {"verdict": "skipped", "message": "receiving suspended by the operator", "samples": []}
+            self.save()
+            self.ctx.emit(BakeFinished(appliance=self.name, verdict="skipped", message=rec.bake["message"]))
+            return
         step_id = self._begin_step(Step.BAKE)
         started = time.time()
 
