@@ -34,6 +34,7 @@ async def test_listeners_suspended_by_someone_else_refused(tmp_path: Path) -> No
         assert await h.procedure("esa01").run() == State.NEEDS_ATTENTION
         rec = h.rollout.records["esa01"]
         assert rec.error is not None and "another operator" in rec.error and "suspended" in rec.error
+        assert rec.listeners == "suspended" and not rec.suspended_by_us  # the truth, and not ours to resume
         assert changed_commands(before, a.command_counts) <= READS
         assert a.suspended and a.upgrades_done == [] and a.committed.images == "cisco"
         # the other appliance is untouched by this and upgrades normally

@@ -419,14 +419,15 @@ class ApplianceProcedure:
             if not status.receiving_suspended:
                 rec.suspended_elsewhere = False
                 self.record_listeners("active")
-            elif rec.suspended_elsewhere or getattr(rec, "suspended_by_operator", False):
-                # Suspended by this rollout's operator (or accepted so earlier in it): left as it is; we drain,
-                # upgrade, and never resume it.
-                rec.suspended_elsewhere = True
+            else:
                 self.record_listeners("suspended")
-                self.note("receiving was already suspended: it stays suspended after the upgrade")
-            elif info.version < self.ctx.target:
-                signs.append(f"receiving is suspended ({status.system_status}) and not by segtui")
+                if rec.suspended_elsewhere or getattr(rec, "suspended_by_operator", False):
+                    # Suspended by this rollout's operator (or accepted so earlier in it): left as it is; we
+                    # drain, upgrade, and never resume it.
+                    rec.suspended_elsewhere = True
+                    self.note("receiving was already suspended: it stays suspended after the upgrade")
+                elif info.version < self.ctx.target:
+                    signs.append(f"receiving is suspended ({status.system_status}) and not by segtui")
         if info.version < self.ctx.target and rec.original_source is None and not rec.pointed:
             # The one extra command of the pre-check: who else is at work shows in the update settings, and
             # they are what restore puts back, so POINT need not read them again.
