@@ -16,6 +16,7 @@ from textual import events, on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
@@ -200,7 +201,10 @@ class SegtuiApp(App[str]):
 
     def repaint(self) -> None:
         """At a steady few Hz: fold all events since the last paint into the widgets at once."""
-        table = self.query_one(FleetTable)
+        try:
+            table = self.query_one(FleetTable)
+        except NoMatches:  # the app is closing: its widgets are gone before its timers stop
+            return
         table.repaint(self.model.take_dirty())
         self.query_one(FleetHeader).refresh_from_model()
         if self.query_one("#panels").display:
@@ -533,7 +537,7 @@ class SegtuiApp(App[str]):
         self.notify(f"theme: {name}")
 
 
-async def run_dashboard(rollout: Rollout, *, readonly: bool, autostart: bool, sim: Any = None) -> str:
+def make_dashboard(rollout: Rollout, *, readonly: bool, autostart: bool, sim: Any = None) -> SegtuiApp:
     """The dashboard for `run`, `resume` and `demo`.
 
     Read-only never starts anything: a resumed rollout is shown as it was left, and waits. `autostart` (resume)
@@ -554,6 +558,11 @@ async def run_dashboard(rollout: Rollout, *, readonly: bool, autostart: bool, si
     )
     if autostart and not readonly and not ask:
         rollout.start()
+    return app
+
+
+async def run_dashboard(rollout: Rollout, *, readonly: bool, autostart: bool, sim: Any = None) -> str:
+    app = make_dashboard(rollout, readonly=readonly, autostart=autostart, sim=sim)
     result = await app.run_async()
     worker = app._rollout_worker
     if worker is not None and not worker.is_finished:

@@ -223,6 +223,8 @@ class FleetModel:
             return 100.0
         if row.state == "pending" or row.state == State.SKIPPED.value:
             return None
+        if row.final and not row.started:
+            return None  # finished without ever starting (refused, given up on)
         return min(row.percent, 99.0)
 
     def depth_age(self, row: Row) -> float | None:

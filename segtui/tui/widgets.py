@@ -43,11 +43,11 @@ COLUMNS = (
     "Queue",
     "Image",
     "Progress",
-    "Elapsed",
+    "Time",
     "Last message",
 )
 # Which columns go first when the terminal is narrow (higher: kept longer). State and Name never go.
-COLUMN_PRIORITY = (9, 10, 3, 1, 6, 10, 7, 5, 2, 4, 6, 8)
+COLUMN_PRIORITY = (9, 10, 7, 2, 6, 10, 8, 6, 1, 5, 4, 8)
 SORT_KEYS = ("name", "group", "state", "version", "depth", "percent", "batch")
 SORT_COLUMN = {
     "name": "Name",
@@ -194,8 +194,8 @@ class FleetTable(ScrollView, can_focus=True):
         Binding("home", "jump(0)", "First", show=False),
         Binding("end", "jump(-1)", "Last", show=False),
     ]
-    WIDTHS = (1, 8, 5, 8, 21, 15, 9, 8, 7, 11, 6, 0)
-    MIN_MESSAGE = 16
+    WIDTHS = (1, 8, 5, 8, 21, 15, 9, 7, 7, 9, 6, 0)
+    MIN_MESSAGE = 18
 
     def __init__(self, model: FleetModel, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -291,7 +291,7 @@ class FleetTable(ScrollView, can_focus=True):
         if progress is None:
             progress_text = Text("-", style=self._style("fleet-table--pending"))
         else:
-            progress_text = Text(f"{bar(progress, 6)} {int(progress):>3}%")
+            progress_text = Text(f"{bar(progress, 4)} {int(progress):>3}%")
             if row.final and row.state != "done":
                 progress_text.stylize(state_style)
         end = row.finished or m.clock()
