@@ -3,64 +3,13 @@ nothing, keys that say why not before asking, and appliance/inventory text that 
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any
 
-import asyncssh
-
-from segtui.asyncos.versions import Version
-from segtui.inventory import load_inventory
-from segtui.rollout.engine import Rollout, RolloutOptions
 from segtui.rollout.events import ApplianceStateChanged, RolloutState, State
-from segtui.rollout.journal import Journal
-from segtui.settings import load_settings
 from segtui.tui.app import SegtuiApp, make_dashboard
 from segtui.tui.screens import BudgetScreen, ConfirmScreen, HelpScreen, TypeNameScreen
 from segtui.tui.widgets import FleetTable
-
-SIZE = (160, 45)
-
-
-def make_static(tmp_path: Path, environment: str = "lab", fleet: str = "emea-prod", n: int = 4) -> Rollout:
-    """A rollout over an inventory whose appliances are never contacted (nothing here starts it)."""
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    key = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
-    (tmp_path / "known_hosts").write_text(f"esa.example.com {key}")
-    rows = "".join(
-        f'[[appliance]]\nname = "esa{i:02d}"\nhost = "esa{i:02d}.example.com"\ngroup = "dc{i % 2 + 1}"\n'
-        for i in range(1, n + 1)
-    )
-    inv = tmp_path / "inventory.toml"
-    name = fleet.replace("\\", "\\\\").replace('"', '\\"')
-    inv.write_text(
-        f'[fleet]\nname = "{name}"\nenvironment = "{environment}"\n'
-        f'update_server = "http://updates.example.com"\n[defaults]\npassword_env = "SEGTUI_PASSWORD"\n{rows}'
-    )
-    inventory = load_inventory(inv)
-    settings = load_settings().model_copy(update={"state_dir": tmp_path / "state"})
-    journal = Journal(settings.state_dir / "journal.sqlite")
-    rollout = Rollout(inventory, settings, Version.parse("16.0.0-123"), journal, RolloutOptions())
-    rollout.begin()
-    return rollout
-
-
-async def until(pilot: Any, cond: Any, timeout: float = 10.0) -> None:
-    """Wait on a condition (never on time): one message-queue round per check."""
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError("condition not met in time")
-        await pilot.pause()
-
-
-def notes(app: SegtuiApp) -> list[str]:
-    return [n.message for n in app._notifications]
-
-
-def actions_of(rollout: Rollout) -> list[str]:
-    rows = rollout.journal.db.execute("SELECT action FROM actions WHERE rollout_id = ?", (rollout.journal.rollout_id,))
-    return [a for (a,) in rows]
+from tests.test_tui_support import SIZE, actions_of, drawn, make_static, notes, until
 
 
 async def test_readonly_changes_nothing_and_says_why(tmp_path: Path) -> None:
@@ -74,7 +23,7 @@ async def test_readonly_changes_nothing_and_says_why(tmp_path: Path) -> None:
         assert all("read-only" in n for n in notes(app)), notes(app)
         assert rollout.state == RolloutState.READY and actions_of(rollout) == ["created"]
         # the badge, drawn: in the header and in the status line
-        assert "READ-ONLY" in app.query_one("#header").render().plain  # type: ignore[attr-defined]
+        assert "READ-ONLY" in drawn(app.query_one("#header"))
         footer_keys = {k for k, b in app.active_bindings.items() if b.binding.show and b.enabled}
         assert footer_keys.isdisjoint({"g", "s", "a", "x", "R", "r", "p"}) and "question_mark" in footer_keys
         await pilot.press("question_mark")
@@ -102,7 +51,7 @@ async def test_resume_on_production_asks_for_the_fleet_name_before_anything_move
         await until(pilot, lambda: isinstance(app.screen, TypeNameScreen))
         assert rollout.state == RolloutState.READY
         await pilot.press(*"emea-prod", "enter")
-        await until(pilot, lambda: rollout.state == RolloutState.RUNNING)
+        await until(pilot, lambda: rollout.state.value == "running")
 
 
 async def test_unpause_on_production_needs_the_name_and_a_spent_budget_a_new_value(tmp_path: Path) -> None:
@@ -128,7 +77,7 @@ async def test_unpause_on_production_needs_the_name_and_a_spent_budget_a_new_val
         await pilot.press("p", "2", "enter")
         assert isinstance(app.screen, TypeNameScreen) and "budget becomes 2" in app.screen.question
         await pilot.press(*"emea-prod", "enter")
-        await until(pilot, lambda: rollout.state == RolloutState.RUNNING)
+        await until(pilot, lambda: rollout.state.value == "running")
         assert rollout.options.max_fail == "2"
 
 
@@ -194,11 +143,11 @@ async def test_hostile_fleet_names_are_shown_and_typed_as_written(tmp_path: Path
         async with app.run_test(size=SIZE, notifications=True) as pilot:
             await pilot.press("g")
             assert isinstance(app.screen, TypeNameScreen)
-            shown = app.screen.query_one("#confirm-prompt").render().plain  # type: ignore[attr-defined]
+            shown = drawn(app.screen.query_one("#confirm-prompt"))
             assert f"({name})" in shown, shown
             await pilot.press(*name, "enter")
             await until(pilot, lambda r=rollout: r.state == RolloutState.RUNNING)
-            assert name in app.query_one("#header").render().plain  # type: ignore[attr-defined]
+            assert name in drawn(app.query_one("#header"))
 
 
 async def test_appliance_text_with_markup_never_crashes_a_notification(tmp_path: Path) -> None:

@@ -194,7 +194,7 @@ class FleetTable(ScrollView, can_focus=True):
         Binding("home", "jump(0)", "First", show=False),
         Binding("end", "jump(-1)", "Last", show=False),
     ]
-    WIDTHS = (1, 8, 5, 8, 21, 15, 9, 7, 7, 9, 6, 0)
+    WIDTHS = (1, 8, 6, 8, 21, 15, 9, 7, 7, 9, 6, 0)
     MIN_MESSAGE = 18
 
     def __init__(self, model: FleetModel, **kwargs: object) -> None:
@@ -349,8 +349,17 @@ class FleetTable(ScrollView, can_focus=True):
         idx = self._index[name]
         return self.render_line(idx - int(self.scroll_offset.y) + 1).text
 
-    def cell_text(self, name: str, column: str) -> str:
-        return self.cells(self.model.rows[name])[COLUMNS.index(column)].plain
+    def drawn_cells(self, name: str) -> dict[str, str]:
+        """The appliance's line as drawn now, cut at the column bounds: what the operator reads."""
+        line = self.drawn_line(name)
+        out: dict[str, str] = {}
+        pos = 0
+        width = self.size.width
+        for col in self.visible_columns(width):
+            w = self.WIDTHS[col] or max(0, width - pos - 1)
+            out[COLUMNS[col]] = line[pos + 1 : pos + 1 + w].strip()
+            pos += w + 1
+        return out
 
     @property
     def row_count(self) -> int:
