@@ -736,7 +736,8 @@ class Rollout:
             return f"cluster {spec.cluster}: one machine at a time"
         return None
 
-    async def _run_batch(self, names: list[str], *, resumed: set[str]) -> None:
+    async def _run_batch(self, names: list[str], *, resumed: set[str] | None = None) -> None:
+        resumed = resumed or set()
         waiting = sorted(names, key=lambda n: -self._upgrades_expected(n))
         while True:
             # Retries arriving during a batch join it.
