@@ -69,7 +69,7 @@ def test_failure_budget_table(spec: str, fleet: int, allowed: int) -> None:
 
 @pytest.mark.parametrize("bad", ["-1", "101%", "-5%", "x", "", "1.5"])
 def test_failure_budget_refuses(bad: str) -> None:
-    with pytest.raises(InputError, match="^--max-fail: "):
+    with pytest.raises(InputError, match=r"^--max-fail: "):
         parse_failure_budget(bad)
 
 
@@ -185,9 +185,7 @@ def test_durations_median_per_number_of_upgrades() -> None:
     recs = []
     for i, (hops, secs) in enumerate([(0, 100), (0, 300), (0, 200), (1, 500)]):
         recs.append(
-            ApplianceRecord(
-                name=f"a{i}", state=State.DONE, started=1000.0, finished=1000.0 + secs, hops=["x"] * hops
-            )
+            ApplianceRecord(name=f"a{i}", state=State.DONE, started=1000.0, finished=1000.0 + secs, hops=["x"] * hops)
         )
     recs.append(ApplianceRecord(name="f", state=State.FAILED, started=0.0, finished=9999.0))
     d = Durations.of(recs)
@@ -295,9 +293,7 @@ time.sleep(120)
 
 
 def test_appliance_lock_held_by_another_process_then_freed_by_kill(tmp_path: Path) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(tmp_path / "locks")], stdout=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path / "locks")], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
         locks = _locks(tmp_path)
