@@ -334,6 +334,16 @@ class Rollout:
             if rec is None or spec.name in self._running:
                 continue
             ssh = f"ssh -p {spec.port} {shlex.quote(f'{spec.username}@{spec.host}')}"
+            if rec.state == State.NEEDS_ATTENTION:
+                given = " (given up by the operator)" if rec.given_up else ""
+                out.append(
+                    HandWork(
+                        spec.name,
+                        f"needs attention{given}: {rec.error or 'unknown state'}",
+                        f"{ssh} version   # then `segtui resume --inventory {shlex.quote(str(self.inventory.path))}`"
+                        " and R to re-probe it",
+                    )
+                )
             if rec.listeners in UNAVAILABLE_LISTENERS:
                 how = (
                     "suspended before the rollout (not by segtui)"
@@ -349,16 +359,6 @@ class Rollout:
                         f"AsyncOS upgrade settings still point at the local server (were: images {was['images']}, "
                         f"list {was['manifest']})",
                         f"{ssh} updateconfig   # SETUP: AsyncOS upgrades back as they were, then commit",
-                    )
-                )
-            if rec.state == State.NEEDS_ATTENTION:
-                given = " (given up by the operator)" if rec.given_up else ""
-                out.append(
-                    HandWork(
-                        spec.name,
-                        f"needs attention{given}: {rec.error or 'unknown state'}",
-                        f"{ssh} version   # then `segtui resume --inventory {shlex.quote(str(self.inventory.path))}`"
-                        " and R to re-probe it",
                     )
                 )
         return out
