@@ -25,21 +25,20 @@ from segtui.rollout.events import (
     State,
 )
 from segtui.rollout.journal import Journal
-from segtui.settings import LockSettings
+from segtui.settings import Deadlines, LockSettings
 from segtui.sim.fleet import SimFleet
 from tests.conftest import TARGET, make_rollout, make_settings, start_fleet
 
 UP = (16, 0, 0, 123)
 
 
-def locks(tmp_path: Path) -> dict[str, object]:
-    return {"locks": LockSettings(dir=tmp_path / "locks")}
+def lockdir(tmp_path: Path) -> LockSettings:
+    return LockSettings(dir=tmp_path / "locks")
 
 
-def slow_reboot_deadline(tmp_path: Path) -> dict[str, object]:
+def slow_reboot(tmp_path: Path) -> Deadlines:
     """A reboot deadline far beyond the test's own wait: nothing may wait for it."""
-    deadlines = make_settings(tmp_path / "x").deadlines.model_copy(update={"reboot": 900.0})
-    return {"deadlines": deadlines, **locks(tmp_path)}
+    return make_settings(tmp_path / "x").deadlines.model_copy(update={"reboot": 900.0})
 
 
 async def until(condition: Callable[[], bool], timeout: float = 60, what: str = "") -> None:
@@ -56,7 +55,8 @@ async def test_abort_is_final_and_never_waits_for_a_reboot(tmp_path: Path) -> No
             fleet,
             tmp_path,
             options=RolloutOptions(batch="100%", max_unavailable=4, max_fail="100%"),
-            **slow_reboot_deadline(tmp_path),
+            deadlines=slow_reboot(tmp_path),
+            locks=lockdir(tmp_path),
         )
         task = asyncio.create_task(rollout.run(autostart=True))
         await until(lambda: rollout.records["esa01"].step == "reboot", what="esa01 rebooting")
@@ -89,7 +89,11 @@ async def test_unpause_from_a_spent_budget_needs_a_larger_budget(tmp_path: Path)
     fleet = await start_fleet(tmp_path, 3, clusters=False, faults={"esa01": {"upgrade-fail"}})
     try:
         rollout = make_rollout(
-            fleet, tmp_path, exit_on_pause=False, options=RolloutOptions(batch="1", max_fail="0"), **locks(tmp_path)
+            fleet,
+            tmp_path,
+            exit_on_pause=False,
+            options=RolloutOptions(batch="1", max_fail="0"),
+            locks=lockdir(tmp_path),
         )
         task = asyncio.create_task(rollout.run(autostart=True))
         await until(lambda: rollout.state.value == "paused", what="the budget pause")
@@ -118,7 +122,7 @@ async def test_suspended_listeners_count_against_max_unavailable(tmp_path: Path)
     fleet = await start_fleet(tmp_path, 6, clusters=False)
     try:
         rollout = make_rollout(
-            fleet, tmp_path, options=RolloutOptions(batch="100%", max_unavailable=2), **locks(tmp_path)
+            fleet, tmp_path, options=RolloutOptions(batch="100%", max_unavailable=2), locks=lockdir(tmp_path)
         )
         assert await rollout.change_listeners(["esa02", "esa06"], suspend=True) == {
             "esa02": "suspended",
@@ -152,7 +156,8 @@ async def test_give_up_on_a_hung_reboot_then_re_probe(tmp_path: Path) -> None:
             tmp_path,
             exit_on_pause=False,
             options=RolloutOptions(batch="100%", max_unavailable=4, max_fail="100%"),
-            **slow_reboot_deadline(tmp_path),
+            deadlines=slow_reboot(tmp_path),
+            locks=lockdir(tmp_path),
         )
         task = asyncio.create_task(rollout.run(autostart=True))
         await until(lambda: rollout.records["esa01"].step == "reboot", what="esa01 rebooting")
@@ -183,14 +188,15 @@ async def test_give_up_on_a_hung_reboot_then_re_probe(tmp_path: Path) -> None:
 
 
 async def test_a_retry_does_not_add_a_batch(tmp_path: Path) -> None:
-    fleet = await start_fleet(tmp_path, 3, clusters=False, faults={"esa01": {"upgrade-fail"}})
+    # plan: esa01, esa02, esa03 one per batch; esa03 (the last batch) fails
+    fleet = await start_fleet(tmp_path, 3, clusters=False, faults={"esa03": {"upgrade-fail"}})
     try:
         rollout = make_rollout(
             fleet,
             tmp_path,
             exit_on_pause=False,
             options=RolloutOptions(batch="1", max_fail="100%"),
-            **locks(tmp_path),
+            locks=lockdir(tmp_path),
         )
         assert rollout.batch_total == 3  # right from the start
         batches: list[BatchStarted] = []
@@ -203,19 +209,27 @@ async def test_a_retry_does_not_add_a_batch(tmp_path: Path) -> None:
                 acted.append(ev)
 
         rollout.subscribe(watch)
-        task = asyncio.create_task(rollout.run(autostart=True))
-        await until(lambda: rollout.can("retry", "esa01") is None, what="esa01 failed and retryable")
-        fleet.nodes["esa01"].appliance.faults.clear()
-        assert rollout.retry("esa01", who="dave") == "esa01: queued again"
-        outcome = await asyncio.wait_for(task, 120)
-        assert outcome == Outcome.COMPLETED and outcome.exit_code == 0
-        assert rollout.batch_total == 3 and all(b.total == 3 and b.index <= 3 for b in batches), batches
-        assert fleet.nodes["esa01"].appliance.upgrades_done == [UP]
+        first = await asyncio.wait_for(rollout.run(autostart=True), 120)
+        assert first == Outcome.FINISHED_WITH_FAILURES and rollout.status() == "finished-with-failures"
+        assert rollout.journal.unfinished(str(rollout.inventory.path)) is None
+        fleet.nodes["esa03"].appliance.faults.clear()
+        assert rollout.retry("esa03", who="dave") == "esa03: queued again"
+        outcome = await asyncio.wait_for(rollout.run(), 120)  # the dashboard runs it again
+        assert outcome == Outcome.COMPLETED and outcome.exit_code == 0 and rollout.status() == "completed"
+        assert [(b.index, b.total, b.retries) for b in batches] == [
+            (1, 3, False),
+            (2, 3, False),
+            (3, 3, False),
+            (3, 3, True),
+        ]
+        assert rollout.batch_total == 3 and rollout.batch_index == 3
+        assert fleet.nodes["esa03"].appliance.upgrades_done == [UP]
         assert [a.action for a in acted if a.who == "dave"] == ["retry"]
         kinds = [e.kind for e in rollout.journal.events()]
-        assert kinds.count("batch-start") == len(batches) and "batch-end" in kinds and "action" in kinds
-        plan = rollout.journal.batches()
-        assert sorted(n for b in plan for n in b) == ["esa01", "esa02", "esa03"] and len(plan) == 3
+        assert kinds.count("batch-start") == 4 and kinds.count("batch-end") == 4 and "action" in kinds
+        assert [len(b) for b in rollout.journal.batches()] == [1, 1, 1]
+        last = rollout.journal.last_rollout(str(rollout.inventory.path))
+        assert last is not None and last.outcome == "completed" and last.counts == {"done": 3}
     finally:
         await fleet.stop()
 
@@ -224,7 +238,7 @@ HOLDER = """
 import sys, time
 from pathlib import Path
 from segtui.rollout.applock import ApplianceLocks
-from segtui.settings import LockSettings, Settings
+from segtui.settings import Deadlines, LockSettings, Settings
 s = Settings().model_copy(update={"locks": LockSettings(dir=Path(sys.argv[1]))})
 assert ApplianceLocks(s, "other").acquire("x", sys.argv[2], int(sys.argv[3])) is None
 print("held", flush=True)
@@ -241,7 +255,10 @@ async def test_an_appliance_locked_by_another_process_is_left_alone(tmp_path: Pa
     try:
         assert holder.stdout is not None and (await holder.stdout.readline()).strip() == b"held"
         rollout = make_rollout(
-            fleet, tmp_path, options=RolloutOptions(batch="100%", max_unavailable=3, max_fail="100%"), **locks(tmp_path)
+            fleet,
+            tmp_path,
+            options=RolloutOptions(batch="100%", max_unavailable=3, max_fail="100%"),
+            locks=lockdir(tmp_path),
         )
         outcome = await asyncio.wait_for(rollout.run(autostart=True), 120)
         assert outcome == Outcome.FINISHED_WITH_FAILURES
@@ -263,7 +280,7 @@ async def test_two_rollouts_with_different_state_dirs_share_the_fleet_safely(tmp
         inventory = load_inventory(fleet.inventory_path)
         rollouts = []
         for who in ("a", "b"):
-            settings = make_settings(tmp_path / who / "state", **locks(tmp_path))
+            settings = make_settings(tmp_path / who / "state", locks=lockdir(tmp_path))
             r = Rollout(
                 inventory,
                 settings,
@@ -291,7 +308,10 @@ async def test_the_window_closes_and_resume_finishes_the_rest(tmp_path: Path) ->
     fleet: SimFleet = await start_fleet(tmp_path, 4, clusters=False)
     try:
         rollout = make_rollout(
-            fleet, tmp_path, options=RolloutOptions(batch="100%", max_unavailable=1, max_fail="0"), **locks(tmp_path)
+            fleet,
+            tmp_path,
+            options=RolloutOptions(batch="100%", max_unavailable=1, max_fail="0"),
+            locks=lockdir(tmp_path),
         )
         # Before anything has finished, the estimate is the guess; then durations are learned.
         assert rollout.eta(time.time()) is None
