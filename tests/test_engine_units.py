@@ -19,6 +19,7 @@ from tests.conftest import TARGET, make_settings
 
 def offline_rollout(tmp_path: Path, n: int = 8, options: RolloutOptions | None = None) -> Rollout:
     """A rollout of appliances nobody connects to (the bookkeeping alone)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     key = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
     (tmp_path / "known_hosts").write_text(f"esa.example.com {key}")
     rows = "".join(
