@@ -29,7 +29,14 @@ from segtui.asyncos.parsers import (
     VersionInfo,
     WorkQueueStatus,
 )
-from segtui.asyncos.session import Answer, CLISession, ConnectOptions, TranscriptSink
+from segtui.asyncos.session import (
+    Answer,
+    CLISession,
+    ConnectOptions,
+    DialoguePolicy,
+    TranscriptSink,
+    UnknownQuestionSink,
+)
 from segtui.asyncos.versions import Version, next_hop
 from segtui.textsafe import one_line
 
@@ -200,8 +207,13 @@ class Appliance:
         timeouts: CommandTimeouts | None = None,
         transcript: TranscriptSink | None = None,
         handshakes: asyncio.Semaphore | None = None,
+        policy: DialoguePolicy | None = None,
+        on_unknown: UnknownQuestionSink | None = None,
+        secrets: Sequence[str] = (),
     ) -> None:
         self.opts = opts
+        self._policy, self._on_unknown, self._secrets = policy, on_unknown, tuple(secrets)
+        self._hostname: str | None = None
         self._handshakes = handshakes
         self.name = opts.name
         self.timeouts = timeouts or CommandTimeouts()
@@ -213,14 +225,29 @@ class Appliance:
             if self._handshakes is not None:
                 # Bound concurrent handshakes: hundreds at once starve the event loop and the peer.
                 async with self._handshakes:
-                    self._session = await CLISession.open(self.opts, transcript=self._transcript)
+                    self._session = await self._open()
             else:
-                self._session = await CLISession.open(self.opts, transcript=self._transcript)
+                self._session = await self._open()
         return self._session
+
+    async def _open(self) -> CLISession:
+        return await CLISession.open(
+            self.opts,
+            transcript=self._transcript,
+            policy=self._policy,
+            on_unknown=self._on_unknown,
+            secrets=self._secrets,
+        )
+
+    @property
+    def hostname(self) -> str | None:
+        """The appliance's own name (prompt, machine mode, saveconfig), learned by the last session; None before."""
+        return (self._session.hostname if self._session is not None else None) or self._hostname
 
     async def close(self) -> None:
         if self._session is not None:
             session, self._session = self._session, None
+            self._hostname = session.hostname or self._hostname
             await session.close()
 
     async def __aenter__(self) -> Appliance:
