@@ -99,7 +99,7 @@ class Server:
             "127.0.0.1",
             port,
             Credentials("admin", sa.password),
-            str(kh),  # a file name: asyncssh reads it, and so does a session that re-reads it per connection
+            kh,
             connect_timeout=3,
             login_timeout=3,
         )

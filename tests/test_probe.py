@@ -110,7 +110,7 @@ async def test_garbled_and_unknown_outputs_are_readings_not_exceptions(tmp_path:
             "127.0.0.1",
             port,
             Credentials("admin", TEST_PASSWORD),
-            str(kh),  # a file name: asyncssh reads it, and so does a session that re-reads it per connection
+            kh,
         )
         client = Appliance(opts, timeouts=CommandTimeouts(default=5))
         async with client:
