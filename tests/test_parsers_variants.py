@@ -281,6 +281,47 @@ def test_listener_list_variants(names: list[str], dress: Dress) -> None:
     assert parsers.parse_listeners(dress.apply(lines)) == names
 
 
+# --- upgrade progress lines ------------------------------------------------------------------------
+PROGRESS_LINES = [
+    ("Analyzing system configuration for upgrade readiness...", "analysis"),
+    ("Analysing the system", "analysis"),
+    ("Downloading application...", "download"),
+    ("Download of upgrade image (AsyncOS 16.0.0 build 123) is in progress", "download"),
+    ("Finding partitions... done.", "install"),
+    ("Installing application...", "install"),
+    ("Upgrade installation finished.", "install"),
+    ("Rebooting the system...", "reboot"),
+]
+
+
+@given(
+    st.sampled_from(PROGRESS_LINES),
+    st.none() | st.integers(0, 100),
+    st.integers(0, 4),
+    st.booleans(),
+    st.sampled_from(["", "\x1b[K", "\r"]),
+)
+def test_progress_line_variants(
+    case: tuple[str, str], percent: int | None, indent: int, upper: bool, noise: str
+) -> None:
+    text, phase = case
+    text = text.upper() if upper else text
+    if percent is not None:
+        text += f" ({percent}% complete)" if percent % 2 else f" ({percent} % Complete)"
+    progress = parsers.parse_progress_line(noise + " " * indent + text + "  " + noise)
+    assert progress is not None and progress.phase == phase
+    if phase != "reboot" and "finished" not in text.lower():
+        assert progress.percent == percent
+    assert "\x1b" not in progress.line and progress.line == progress.line.strip()
+
+
+@given(st.integers(0, 100), st.sampled_from(["..........", " done.", ""]))
+def test_bare_percentage_keeps_the_phase(percent: int, dots: str) -> None:
+    progress = parsers.parse_progress_line(f"{dots} ({percent}% complete)")
+    assert progress is not None and progress.phase == "" and progress.percent == percent
+    assert parsers.parse_progress_line(dots or "nothing to see") is None
+
+
 # --- download status (table-driven) ---------------------------------------------------------------
 DOWNLOAD_STATUS_CASES = [
     (

@@ -412,7 +412,7 @@ def parse_listeners(text: str) -> list[str]:
     return names
 
 
-_PERCENT_RE = re.compile(r"\((\d{1,3})% complete\)")
+_PERCENT_RE = re.compile(r"\((\d{1,3})\s*%\s*complete\)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -424,21 +424,22 @@ class UpgradeProgress:
 
 def parse_progress_line(line: str) -> UpgradeProgress | None:
     """A phase from one line of `upgrade` output, or None if the line says nothing of progress."""
+    line = strip_control(line).replace("\r", "").strip()
     low = line.lower()
     pct_m = _PERCENT_RE.search(line)
     pct = min(100, int(pct_m.group(1))) if pct_m else None
-    if "analyz" in low:
-        return UpgradeProgress("analysis", pct, line.strip())
+    if "analyz" in low or "analys" in low:
+        return UpgradeProgress("analysis", pct, line)
     if low.startswith("downloading") or "download of upgrade image" in low:
-        return UpgradeProgress("download", pct, line.strip())
+        return UpgradeProgress("download", pct, line)
     if "finding partitions" in low or low.startswith("installing"):
-        return UpgradeProgress("install", pct, line.strip())
+        return UpgradeProgress("install", pct, line)
     if "upgrade installation finished" in low:
-        return UpgradeProgress("install", 100, line.strip())
+        return UpgradeProgress("install", 100, line)
     if "rebooting the system" in low:
-        return UpgradeProgress("reboot", None, line.strip())
+        return UpgradeProgress("reboot", None, line)
     if pct is not None:
-        return UpgradeProgress("", pct, line.strip())  # same phase as the line before
+        return UpgradeProgress("", pct, line)  # same phase as the line before
     return None
 
 
