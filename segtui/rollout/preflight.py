@@ -22,10 +22,11 @@ from segtui.updates.prepare import BaseRelease, ServerCheck, check_server, group
 
 def appliance_problem(exc: BaseException) -> str:
     """Any failure on one appliance as one line for that appliance: typed ones by their message, others by type."""
+    if isinstance(exc, ParseError):  # garbled appliance output (an ApplianceError or not, depending on its origin)
+        text = exc.message if isinstance(exc, ApplianceError) else str(exc)
+        return f"output not understood: {one_line(text, 300)}"
     if isinstance(exc, ApplianceError):
         return one_line(exc.message, 300)
-    if isinstance(exc, ParseError):
-        return f"output not understood: {one_line(str(exc), 300)}"
     if isinstance(exc, TimeoutError):
         return "timed out"
     return f"unexpected error: {type(exc).__name__}: {one_line(str(exc), 300)}"
