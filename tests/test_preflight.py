@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -298,3 +299,30 @@ async def test_stage_survives_an_updateconfig_without_the_upgrade_row(
     proc = await cli(lab, tmp_path, "stage")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "odd" in proc.stdout and "failed" in proc.stdout
+
+
+async def test_prepare_walks_the_same_way_and_checks_the_images_it_finds(
+    tmp_path: Path, updates: tuple[str, dict[str, bytes]], acceptors: list[asyncssh.SSHAcceptor]
+) -> None:
+    lab, accs = await make_lab(
+        tmp_path, updates, {"a": version_out("15.0.0-104", "SERIAL-A"), "b": version_out("15.0.0-104", "SERIAL-B")}
+    )
+    acceptors += accs
+    _manifest(BASE_PATH, b'<list><phoebe-15-5-1-055 href="asyncos/img/hop.img"/></list>', lab)
+    _manifest(HOP_PATH, b"<list><r>AsyncOS 16.0.0 build 123</r><file>asyncos/img/target.img</file></list>", lab)
+    _manifest("/asyncos/img/hop.img", b"\0" * 4096, lab)  # this server answers GET only: the ranged fallback
+    proc = await cli(lab, tmp_path, "prepare")
+    out = proc.stdout
+    assert proc.returncode == 1, out + proc.stderr
+    assert "Base release tag: phoebe-15-0-0-104  (2 appliances)" in out and "SERIAL-A, SERIAL-B" in out
+    assert f"manifest {lab.update_server}{BASE_PATH}: offers a hop to 15.5.1-055" in out
+    assert f"manifest {lab.update_server}{HOP_PATH}: offers the target 16.0.0-123" in out
+    assert "ok   15.0.0-104 -> 15.5.1-055 -> 16.0.0-123" in out
+    assert f"ok   image 15.5.1-055 {lab.update_server}/asyncos/img/hop.img" in out
+    assert re.search(r"image 16\.0\.0-123\s+\S+/asyncos/img/target\.img\s+HTTP 404", out), out
+    assert "not ready" in out
+    _manifest("/asyncos/img/target.img", b"\0" * 4096, lab)
+    proc = await cli(lab, tmp_path, "prepare")
+    assert proc.returncode == 0 and "ready: nothing is missing" in proc.stdout, proc.stdout
+    check = await cli(lab, tmp_path, "check")  # the pre-flight walks the same way
+    assert check.returncode == 0 and "15.0.0-104   15.5.1-055 -> 16.0.0-123" in check.stdout, check.stdout

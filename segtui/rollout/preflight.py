@@ -149,23 +149,23 @@ class PrepareResult:
     """`segtui prepare`: the fetch_manifest requests per base release and what the update server lacks."""
 
     bases: list[BaseRelease]
-    unreachable: list[str]  # "name: problem" for appliances whose version could not be read
+    not_read: list[str]  # "name: problem" for appliances whose version could not be read
     server: ServerCheck
 
     @property
     def ready(self) -> bool:
-        return self.server.ready and not self.unreachable
+        return self.server.ready and not self.not_read
 
 
 async def prepare(ctx: RolloutContext) -> PrepareResult:
     """Read every appliance's version, group by base release, check the server with the pre-flight's hop walk."""
     checks = await read_versions(ctx)
     infos = {name: c.info for name, c in checks.items() if c.info is not None}
-    unreachable = [f"{name}: {c.problem}" for name, c in sorted(checks.items()) if c.info is None]
+    not_read = [f"{name}: {c.problem}" for name, c in sorted(checks.items()) if c.info is None]
     bases = group_by_base(infos, ctx.target)
     async with httpx.AsyncClient() as http:
         server = await check_server(http, ctx.inventory.update_server, [b.version for b in bases], ctx.target)
-    return PrepareResult(bases, unreachable, server)
+    return PrepareResult(bases, not_read, server)
 
 
 def plan_commands(
