@@ -29,8 +29,7 @@ from segtui.rollout.journal import Journal
 from segtui.rollout.preflight import plan_batches, preflight
 from segtui.rollout.render import render_plan, render_preflight, render_refusal
 from segtui.rollout.staging import stage_fleet
-from segtui.settings import load_settings
-from tests.conftest import TEST_PASSWORD
+from tests.conftest import TEST_PASSWORD, make_settings
 from tests.scripted import ScriptedAppliance, serve
 
 TARGET = Version.parse("16.0.0-123")
@@ -131,7 +130,7 @@ async def acceptors() -> AsyncIterator[list[asyncssh.SSHAcceptor]]:
 
 
 def context(lab: Lab, tmp_path: Path) -> RolloutContext:
-    settings = load_settings().model_copy(update={"state_dir": tmp_path / "state"})
+    settings = make_settings(tmp_path / "state")
     journal = Journal(settings.state_dir / "journal.sqlite")
     return RolloutContext(load_inventory(lab.inventory), settings, TARGET, journal, lambda e: None)
 

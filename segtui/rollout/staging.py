@@ -11,7 +11,7 @@ from segtui.asyncos.errors import ApplianceError
 from segtui.asyncos.parsers import UpgradeSource
 from segtui.inventory import ApplianceSpec
 from segtui.rollout.context import RolloutContext
-from segtui.rollout.events import Message, StagingChanged
+from segtui.rollout.events import Note, StagingChanged
 from segtui.rollout.preflight import appliance_problem
 
 
@@ -44,7 +44,7 @@ async def stage_appliance(ctx: RolloutContext, spec: ApplianceSpec, poll: float,
             # Someone else's image: report it, never delete it silently.
             note = f"holds a {status.state} image for {status.version}; not replaced"
             staging("other-image", str(status.version), note=note)
-            ctx.emit(Message(appliance=name, text=note, level="warning"))
+            ctx.emit(Note(appliance=name, text=note, level="warning"))
             return StageResult(name, "other-image", str(status.version), note)
         if status.state == "downloaded":
             staging("staged", str(status.version))
@@ -79,7 +79,7 @@ async def stage_appliance(ctx: RolloutContext, spec: ApplianceSpec, poll: float,
                 await client.commit("segtui stage: restore AsyncOS upgrade settings")
             except Exception as exc:
                 text = f"could not restore update settings: {appliance_problem(exc)}"
-                ctx.emit(Message(appliance=name, text=text, level="error"))
+                ctx.emit(Note(appliance=name, text=text, level="error"))
         with contextlib.suppress(Exception):
             await client.close()
 
