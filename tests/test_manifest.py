@@ -419,7 +419,12 @@ def test_reading_a_large_manifest_is_linear(body: bytes) -> None:
 _DATE_FORMATS = ["%Y-%m-%d", "%d-%m-%Y", "%Y/%m/%d", "%Y%m%d", "%d.%m.%Y", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d-%H%M"]
 
 
-@given(st.datetimes(), st.sampled_from(_DATE_FORMATS), st.ip_addresses(v=4), st.integers(0, 65535))
+@given(
+    st.datetimes(min_value=datetime.datetime(1970, 1, 1)),
+    st.sampled_from(_DATE_FORMATS),
+    st.ip_addresses(v=4),
+    st.integers(0, 65535),
+)
 def test_dates_and_ip_addresses_are_never_read_as_versions(
     when: datetime.datetime, fmt: str, ip: ipaddress.IPv4Address, port: int
 ) -> None:
