@@ -90,10 +90,12 @@ def _closed_port() -> int:
 
 
 async def make_lab(
-    tmp_path: Path, updates: tuple[str, dict[str, bytes]], outputs: dict[str, str | None]
+    tmp_path: Path, updates: tuple[str, dict[str, bytes]], outputs: dict[str, str | None], credentials: str = ""
 ) -> tuple[Lab, list[asyncssh.SSHAcceptor]]:
     """One scripted appliance per entry (`None`: nothing listens there), one inventory for them all."""
     server, served = updates
+    if credentials:
+        server = server.replace("http://", f"http://{credentials}@")
     acceptors: list[asyncssh.SSHAcceptor] = []
     appliances: dict[str, ScriptedAppliance] = {}
     entries = []
@@ -325,3 +327,18 @@ async def test_prepare_walks_the_same_way_and_checks_the_images_it_finds(
     assert proc.returncode == 0 and "ready: nothing is missing" in proc.stdout, proc.stdout
     check = await cli(lab, tmp_path, "check")  # the pre-flight walks the same way
     assert check.returncode == 0 and "15.0.0-104   15.5.1-055 -> 16.0.0-123" in check.stdout, check.stdout
+
+
+async def test_update_server_credentials_never_printed(
+    tmp_path: Path, updates: tuple[str, dict[str, bytes]], acceptors: list[asyncssh.SSHAcceptor]
+) -> None:
+    lab, accs = await make_lab(
+        tmp_path, updates, {"a": version_out("15.0.0-104"), "b": version_out("15.5.1-055")}, "ops:Upd4te-S3cret"
+    )
+    acceptors += accs
+    _manifest(BASE_PATH, b"<m><v>16.0.0-123</v><f>asyncos/img/t.img</f></m>", lab)  # no image, no hop manifest
+    for command, code in (("check", 3), ("plan", 0), ("prepare", 1), ("run", 3)):
+        proc = await cli(lab, tmp_path, command, *(["--headless"] if command == "run" else []))
+        assert proc.returncode == code, proc.stdout + proc.stderr
+        assert "Upd4te-S3cret" not in proc.stdout + proc.stderr
+        assert "ops:********@127.0.0.1" in proc.stdout + proc.stderr

@@ -16,7 +16,7 @@ from segtui.rollout.batches import batch_sizes, interleave_groups
 from segtui.rollout.context import RolloutContext, server_hostport
 from segtui.rollout.engine import RolloutOptions
 from segtui.textsafe import one_line
-from segtui.updates.manifest import PathReport, manifest_url, walk_paths
+from segtui.updates.manifest import PathReport, manifest_url, shown_url, walk_paths
 from segtui.updates.prepare import BaseRelease, ServerCheck, check_server, group_by_base
 
 
@@ -185,9 +185,8 @@ def plan_commands(
     cmds.append("updateconfig  (read the current AsyncOS upgrade settings)")
     base = current
     for i, step in enumerate(steps):
-        url = (
-            manifest_url(ctx.inventory.update_server, base) if base else "<update server>/asyncos/phoebe-<current>.xml"
-        )
+        # The list URL as the operator may see it: update-server credentials masked.
+        url = shown_url(manifest_url(ctx.inventory.update_server, base)) if base else "<list URL for the version>"
         cmds += [f"updateconfig > SETUP: AsyncOS images: own server {host}; list: {url}", "commit"]
         if i == 0:
             cmds.append(f"suspendlistener > 1. All, {delay} s")
