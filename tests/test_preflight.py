@@ -234,6 +234,8 @@ async def test_unrecognised_manifest_warns_and_the_appliance_decides(
     assert "pre-flight passed with 1 warning(s)" in check.stdout
     plan = await cli(lab, tmp_path, "plan")
     assert plan.returncode == 0 and "15.0.0-104 -> 16.0.0-123 (path decided by the appliance's list)" in plan.stdout
+    at_target = plan.stdout.split("  b (")[1].split("\n  a (")[0]
+    assert "16.0.0-123: at the target, only `version` is read" in at_target and "upgrade >" not in at_target
     result = await preflight(context(lab, tmp_path))
     assert result.ok and result.expected_upgrades == {"a": 1, "b": 0} and result.expected_paths == {}
     prepare = await cli(lab, tmp_path, "prepare")

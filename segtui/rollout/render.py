@@ -82,14 +82,18 @@ def render_plan(
                 way = f"{current or '?'} -> {target}"
             elif check.problem:
                 way = f"{current or '?'}: {one_line(check.problem)}"
-            elif current is not None and current < target and not check.path_known:
+            elif current == target:
+                way = f"{current}: at the target, only `version` is read"
+            elif not check.path_known:
                 way = f"{current} -> {target} ({APPLIANCES_DECIDE})"
             else:
-                way = " -> ".join(str(v) for v in [current or "?", *check.path]) if check.path else f"{current}"
+                way = " -> ".join(str(v) for v in [current or "?", *check.path])
             cluster = f", cluster {spec.cluster}" if spec.cluster else ""
             lines.append(f"  {name} ({spec.host}:{spec.port}, group {spec.group}{cluster}) {way}")
             for warning in check.warnings if check else []:
                 lines.append(f"    warning: {one_line(warning)}")
+            if current == target:
+                continue
             path = check.path if check and check.path_known and check.path else None
             lines += [f"    {cmd}" for cmd in plan_commands(ctx, spec, current, path)]
     return lines
