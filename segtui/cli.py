@@ -349,7 +349,7 @@ async def _execute(args: argparse.Namespace, rollout: Rollout, *, autostart: boo
         from segtui.headless import HeadlessPrinter
 
         printer = HeadlessPrinter(rollout)
-        outcome = await rollout.run(autostart=True)
+        outcome: str = await rollout.run(autostart=True)
         printer.summary()
     else:
         from segtui.tui.app import run_dashboard
