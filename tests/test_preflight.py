@@ -344,3 +344,25 @@ async def test_update_server_credentials_never_printed(
         assert proc.returncode == code, proc.stdout + proc.stderr
         assert "Upd4te-S3cret" not in proc.stdout + proc.stderr
         assert "ops:********@127.0.0.1" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("ramp", ["1", "1,2", "1,50%", "2,25%"])
+async def test_plan_shows_the_batches_run_takes(
+    tmp_path: Path, updates: tuple[str, dict[str, bytes]], ramp: str
+) -> None:
+    from segtui.rollout.engine import Rollout
+
+    lab, _ = await make_lab(tmp_path, updates, {f"esa{i}": None for i in range(7)})
+    # Uneven groups, listed one after the other: the run interleaves them, and so must the plan.
+    text = lab.inventory.read_text()
+    for i in range(7):
+        text = text.replace(
+            f'name = "esa{i}"\nhost = "127.0.0.1"', f'name = "esa{i}"\ngroup = "{"ab"[i >= 4]}"\nhost = "127.0.0.1"'
+        )
+    lab.inventory.write_text(re.sub(r'\ngroup = "g[01]"', "", text))
+    ctx = context(lab, tmp_path)
+    assert [a.group for a in ctx.inventory.appliances] == ["a"] * 4 + ["b"] * 3
+    options = RolloutOptions(batch=ramp)
+    rollout = Rollout(ctx.inventory, ctx.settings, TARGET, ctx.journal, options)
+    rollout.begin()
+    assert plan_batches(ctx, options) == rollout.journal.batches()

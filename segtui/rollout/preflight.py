@@ -12,7 +12,7 @@ from segtui.asyncos.errors import ApplianceError, ParseError
 from segtui.asyncos.parsers import VersionInfo
 from segtui.asyncos.versions import Version
 from segtui.inventory import ApplianceSpec
-from segtui.rollout.batches import batch_sizes, interleave_groups
+from segtui.rollout import batches
 from segtui.rollout.context import RolloutContext, server_hostport
 from segtui.rollout.engine import RolloutOptions
 from segtui.textsafe import one_line
@@ -208,13 +208,5 @@ def plan_commands(
 
 
 def plan_batches(ctx: RolloutContext, options: RolloutOptions) -> list[list[str]]:
-    # TODO(d1-engine): use batches.plan_order(specs) once it is on main, so plan and run share one ordering.
-    groups: dict[str, list[str]] = {}
-    for spec in ctx.inventory.appliances:
-        groups.setdefault(spec.group, []).append(spec.name)
-    order = interleave_groups(groups)
-    out: list[list[str]] = []
-    for size in batch_sizes(options.steps(), len(order)):
-        out.append(order[:size])
-        order = order[size:]
-    return out
+    """The batches `segtui run` will take: the engine's own order and cut, so plan and run cannot drift."""
+    return batches.plan_batches(batches.plan_order(ctx.inventory.appliances), options.steps())
