@@ -31,6 +31,8 @@ reboot_max = 0.3
 drain = 20
 reboot = 30
 upgrade = 60
+[guards]
+bake = 1
 """
 
 
