@@ -204,6 +204,10 @@ def test_manifest_shape_can_be_pinned_and_is_checked(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         SimFleet(2, workdir=tmp_path, manifest_shapes="manifest")
     assert len({tuple(sorted(SimFleet(2, workdir=tmp_path, seed=s).manifest_shapes.items())) for s in range(4)}) == 4
+    for seed in range(6):
+        # The bases most fleets run spell versions differently, whatever the seed.
+        forms = SimFleet(2, workdir=tmp_path, seed=seed).version_forms
+        assert len({forms[(14, 2, 1, 15)], forms[(15, 0, 0, 104)], forms[(15, 5, 1, 55)]}) == 3
 
 
 async def test_hostnames_are_the_appliances_own_and_serials_unique(fleet6: SimFleet) -> None:

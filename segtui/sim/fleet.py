@@ -31,7 +31,7 @@ from segtui.sim.model import (
     vtag,
 )
 from segtui.sim.node import SimNode
-from segtui.sim.updateserver import SHAPES, UpdateServer, shapes_for, write_update_root
+from segtui.sim.updateserver import SHAPES, UpdateServer, forms_for, shapes_for, write_update_root
 
 DEFAULT_PASSWORD = "ironport"  # AsyncOS's factory default for admin
 LISTENER_NAMES = ("IncomingMail", "OutgoingMail", "RelayDMZ", "BulkMail")
@@ -165,6 +165,7 @@ class SimFleet:
             self.manifest_shapes = {base: manifest_shapes for base in shapes_for(seed)}
         else:
             self.manifest_shapes = manifest_shapes or shapes_for(seed)
+        self.version_forms = forms_for(seed)
         self.groups: dict[str, MailGroup] = {}
         width = max(2, len(str(appliances)))
         self.names = [f"esa{i:0{width}d}" for i in range(1, appliances + 1)]
@@ -192,7 +193,7 @@ class SimFleet:
         rng = random.Random(self.seed)
         root = self.workdir / "updates"
         self.update_server = UpdateServer(root)
-        write_update_root(root, self.update_server.url, shapes=self.manifest_shapes)
+        write_update_root(root, self.update_server.url, shapes=self.manifest_shapes, forms=self.version_forms)
         self.update_server.start()
         self._http = httpx.AsyncClient(limits=httpx.Limits(max_connections=64))
         cluster_members: set[str] = set()
@@ -340,7 +341,9 @@ class SimFleet:
     def summary(self) -> list[str]:
         assert self.update_server is not None
         versions = Counter(vdotted(n.appliance.version) for n in self.nodes.values())
-        shapes = ", ".join(f"{vtag(b)}={shape}" for b, shape in sorted(self.manifest_shapes.items()))
+        shapes = ", ".join(
+            f"{vtag(b)}={shape}/{self.version_forms[b]}" for b, shape in sorted(self.manifest_shapes.items())
+        )
         lines = [
             f"inventory: {self.inventory_path}",
             f"known_hosts: {self.known_hosts_path}",
