@@ -237,8 +237,10 @@ async def test_hostnames_are_the_appliances_own_and_serials_unique(fleet6: SimFl
 
 
 async def test_walk_dialogues_by_hand(fleet6: SimFleet) -> None:
-    cli = await RawCLI.open(fleet6, "esa02")
     node = fleet6.nodes["esa02"]
+    node.appliance.printing = replace(node.appliance.printing, extra_setup_question=True)
+    cli = await RawCLI.open(fleet6, "esa02")
+    extra_seen = False
     try:
         out = await cli.say("version")
         assert "Version: 15.0.0-104" in out and "Serial #:" in out
@@ -263,9 +265,11 @@ async def test_walk_dialogues_by_hand(fleet6: SimFleet) -> None:
                 await cli.say("")
                 break
             else:
+                extra_seen |= "For Cisco Talos Intelligence Services, please select" in chunk
                 answer = ""  # every other service keeps its setting
             previous = chunk
             chunk = await cli.say(answer, "]> ")
+        assert extra_seen, "an extra question nobody told us about, whose default is right"
         assert node.appliance.committed.feature_keys == "keys.lab.example.com:80"
         assert node.appliance.committed.listing == "cisco"
         assert node.appliance.pending is not None
@@ -546,6 +550,7 @@ async def test_upgrade_reboot_refuses_port_then_new_version(tmp_path: Path) -> N
     try:
         node = fleet.nodes["esa01"]
         serial, hostname = node.appliance.serial, node.appliance.hostname
+        node.appliance.printing = replace(node.appliance.printing, extra_upgrade_question=True, banner_colour=True)
         # Not pointed at a local server: nothing to upgrade to.
         cli = await RawCLI.open(fleet, "esa01")
         await cli.say("upgrade", "[Y]> ", timeout=20)
@@ -556,6 +561,8 @@ async def test_upgrade_reboot_refuses_port_then_new_version(tmp_path: Path) -> N
         out = await upgrade_by_hand(cli)
         assert "Upgrades available." in out and "16.0.0 build 123 upgrade For Email" in out
         assert "Choose the passphrase option" in out and "Do you wish to proceed with the upgrade?" in out
+        assert "Do you want to send a notification email to the administrators about this upgrade? [N]> " in out
+        assert cli.banner.startswith("\x1b[1;36mAsyncOS 15.0.0"), "colour in the banner"
         assert "Installing application..." in out and "% complete)" in out
         await eventually(lambda: node.appliance.state == "rebooting", what="the reboot")
         with pytest.raises(OSError):
