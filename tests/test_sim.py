@@ -345,8 +345,10 @@ async def test_updateconfig_printouts_vary_as_real_ones_do(fleet6: SimFleet) -> 
 async def test_pager_stops_anywhere_also_inside_the_upgrade_list(fleet6: SimFleet) -> None:
     node = fleet6.nodes["esa02"]
     point_at_update_server(fleet6, "esa02")
-    assert len(await node.fetch_offers() or []) == 2
-    for page in range(1, 6):
+    offers = await node.fetch_offers() or []
+    assert len(offers) == 4
+    total = 2 + len(offers)  # "", "Upgrades available.", the items; then the question "[4]> "
+    for page in range(1, total + 1):
         node.appliance.printing = replace(node.appliance.printing, page_lines=page, erase_csi=page % 2 == 0)
         cli = await RawCLI.open(fleet6, "esa02")
         try:
@@ -355,12 +357,12 @@ async def test_pager_stops_anywhere_also_inside_the_upgrade_list(fleet6: SimFlee
             before = len(cli.stops)
             out = await cli.say("DOWNLOADINSTALL", "]> ")
             assert "Upgrades available." in out and "16.0.0 build 123 upgrade For Email" in out
+            assert out.endswith(f"[{len(offers)}]> "), "the default is the newest, whatever was planned"
             stops = cli.stops[before:]
-            # The whole list and question: "", "Upgrades available.", two items, then "[2]> ".
-            assert [len(s) for s in stops] == [page] * (4 // page if 4 % page else 4 // page - 1)
-            assert any(s[-1].startswith("1. AsyncOS") for s in stops) == (page in (1, 3))
-            csi = "\x1b[K" in cli.raw
-            assert csi == (page % 2 == 0), "the pager line is erased with ESC [ K on some appliances"
+            assert [len(s) for s in stops] == [page] * ((total - 1) // page), (page, stops)
+            inside = any(re.match(r"\d\. AsyncOS", s[-1]) for s in stops)
+            assert inside == (page < total), "a stop inside the list, before the question"
+            assert ("\x1b[K" in cli.raw) == (page % 2 == 0 and bool(stops)), "ESC [ K erases the pager line on some"
             cli.proc.stdin.write("\x03")  # ctrl+c: not this time
             await cli.until("> ")
         finally:

@@ -18,6 +18,7 @@ from segtui.sim.model import (
     FAULTS,
     NEWEST,
     PAGE_SIZES,
+    STARTING_VERSIONS,
     SURGE_DEPTH,
     TAU,
     UPGRADES_LABELS,
@@ -107,11 +108,12 @@ def printing_for(i: int, rng: random.Random) -> Printing:
 
 def starting_version(i: int, n: int) -> SimVersion:
     # A mix: most on 15.0.0-104, every fourth on 15.5.1-055, and one in ten two hops behind.
+    usual, newer, old = STARTING_VERSIONS
     if i % 10 == 7:
-        return (14, 2, 1, 15)
+        return old
     if i % 4 == 3:
-        return (15, 5, 1, 55)
-    return (15, 0, 0, 104)
+        return newer
+    return usual
 
 
 class SimFleet:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
-from segtui.sim.model import RELEASES, SimVersion, vdotted, vtag
+from segtui.sim.model import RELEASES, STARTING_VERSIONS, SimVersion, vdotted, vtag
 
 IMAGE_BYTES = 256 * 1024
 
@@ -37,15 +37,20 @@ def vdashed(v: SimVersion) -> str:
 FORMS = {"dotted": vdotted, "dashed": vdashed, "tag": vtag}  # 16.0.0-123, 16-0-0-123, phoebe-16-0-0-123
 
 
+def _bases() -> list[SimVersion]:
+    """Base releases, the ones fleets start on first: they get different shapes and spellings."""
+    return [*STARTING_VERSIONS, *(b for b in sorted(RELEASES) if b not in STARTING_VERSIONS)]
+
+
 def shapes_for(seed: int) -> dict[SimVersion, str]:
     """Which shape each base release's manifest has: every shape appears, rotated by the seed."""
-    return {base: SHAPES[(seed + i) % len(SHAPES)] for i, base in enumerate(sorted(RELEASES))}
+    return {base: SHAPES[(seed + i) % len(SHAPES)] for i, base in enumerate(_bases())}
 
 
 def forms_for(seed: int) -> dict[SimVersion, str]:
-    """How each manifest spells versions, independently of its shape: neighbouring bases never agree."""
+    """How each manifest spells versions, independently of its shape."""
     names = list(FORMS)
-    return {base: names[(seed + 2 * i) % len(names)] for i, base in enumerate(sorted(RELEASES))}
+    return {base: names[(seed + i) % len(names)] for i, base in enumerate(_bases())}
 
 
 @dataclass(frozen=True)
