@@ -582,6 +582,8 @@ async def test_upgrade_reboot_refuses_port_then_new_version(tmp_path: Path) -> N
 
 async def test_cluster_prompts_disconnect_footgun_and_reconnect(fleet6: SimFleet) -> None:
     host5, host6 = fleet6.hostnames["esa05"], fleet6.hostnames["esa06"]
+    a5 = fleet6.nodes["esa05"].appliance
+    a5.printing = replace(a5.printing, page_lines=3)
     cli = await RawCLI.open(fleet6, "esa05")
     try:
         out = await cli.say("workqueue status", "[Y]> ")
@@ -592,8 +594,10 @@ async def test_cluster_prompts_disconnect_footgun_and_reconnect(fleet6: SimFleet
         out = await cli.say("LIST", "[]> ")
         for name, host in (("esa05", host5), ("esa06", host6)):
             assert f"Machine {host} (Serial #: {fleet6.serials[name]})" in out
+        before = len(cli.stops)
         out = await cli.say("DISCONNECT", "[]> ")
         assert f"{host5} (group Main_Group)" in out and "esa05" not in out
+        assert [s[-1][:3] for s in cli.stops[before:]] == ["1. "], "the pager stopped inside the machine list"
         number = out.split(host5)[0].rsplit("\n", 1)[1].strip().rstrip(".")
         await cli.say(number, "[Y]> ")
         out = await cli.say("Y", "[]> ")  # back at clusterconfig's menu
