@@ -285,8 +285,13 @@ async def test_walk_dialogues_by_hand(fleet6: SimFleet) -> None:
         # Suspend: listeners first (when there are several), then the delay.
         out = await cli.say("suspendlistener", "]> ")
         if "Choose the listener(s)" in out:
+            n = len(node.appliance.listeners) + 1
+            out = await cli.say(str(n + 1), "]> ")  # out of range: said so, and asked again
+            assert f"You must enter a number from 1 to {n}." in out and out.endswith("[1]> ")
             out = await cli.say("1", "]> ")
         assert "seconds to wait before abruptly closing" in out
+        out = await cli.say("soon", "]> ")
+        assert "You must enter a number." in out and out.endswith("[30]> ") and not node.appliance.suspended
         out = await cli.say("1")
         assert "Receiving suspended for" in out and node.appliance.suspended
         drained: list[str] = []
