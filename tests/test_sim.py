@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -758,10 +757,7 @@ def test_fault_spec_parsing() -> None:
             parse_faults(bad)
 
 
-@pytest.mark.skipif(
-    shutil.which("tmux") is None or shutil.which("ssh") is None,
-    reason="needs tmux and an OpenSSH client on PATH (CI installs both)",
-)
+@pytest.mark.needs("tmux", "ssh")
 def test_openssh_client_walks_the_cli(tmp_path: Path) -> None:
     """A real OpenSSH client, typed into by tmux like a person would; `segtui sim` run as this Python runs it."""
     out = tmp_path / "out" / "fleet.toml"
