@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from segtui.inventory import load_inventory
-from segtui.sim.fleet import FaultSpecError, SimFleet, parse_faults
+from segtui.sim.fleet import PLAIN, FaultSpecError, SimFleet, parse_faults
 from segtui.sim.model import RELEASES, vdotted, vtag
 from segtui.sim.updateserver import SHAPES, read_manifest
 from tests.conftest import TEST_PASSWORD, start_fleet
@@ -208,6 +208,25 @@ def test_manifest_shape_can_be_pinned_and_is_checked(tmp_path: Path) -> None:
         # The bases most fleets run spell versions differently, whatever the seed.
         forms = SimFleet(2, workdir=tmp_path, seed=seed).version_forms
         assert len({forms[(14, 2, 1, 15)], forms[(15, 0, 0, 104)], forms[(15, 5, 1, 55)]}) == 3
+
+
+async def test_plain_fleet_for_benchmarks(tmp_path: Path) -> None:
+    fleet = await start_fleet(tmp_path, 4, clusters=False, plain_printouts=True, hostnames="inventory")
+    try:
+        assert {n.appliance.printing for n in fleet.nodes.values()} == {PLAIN}
+        assert fleet.hostnames["esa01"] == "esa01.lab.example.com"
+        cli = await RawCLI.open(fleet, "esa01")
+        try:
+            await cli.say("version")
+            await cli.say("updateconfig", "[]> ")
+            await cli.say("")
+            assert not cli.stops
+            await cli.say("status detail")
+            assert len(cli.stops) == 1
+        finally:
+            cli.close()
+    finally:
+        await fleet.stop()
 
 
 async def test_hostnames_are_the_appliances_own_and_serials_unique(fleet6: SimFleet) -> None:

@@ -90,6 +90,10 @@ def unrelated_hostnames(names: list[str], rng: random.Random) -> dict[str, str]:
     return out
 
 
+# Every appliance alike: only long output (status detail) pages; one label, no extra questions, no VT100.
+PLAIN = Printing(page_lines=40)
+
+
 def printing_for(i: int, rng: random.Random) -> Printing:
     """Seeded printout habits; the labels and page sizes rotate so that every fleet shows several."""
     off = rng.randrange(1000)
@@ -137,7 +141,7 @@ class SimFleet:
     ) -> None:
         """`hostnames`: "unrelated" (default: seeded names like gw7.mail.example.net) or "inventory"
         (`<name>.lab.example.com`). `manifest_shapes`: one of SHAPES for every manifest, or a shape per base
-        release; default: every shape, rotated by the seed. `plain_printouts`: one page size, one label, no
+        release; default: every shape, rotated by the seed. `plain_printouts`: every appliance alike (PLAIN), no
         extra questions (for benchmarks that compare fleet sizes)."""
         if hostnames not in ("unrelated", "inventory"):
             raise ValueError(f"hostnames must be 'unrelated' or 'inventory', not {hostnames!r}")
@@ -229,7 +233,7 @@ class SimFleet:
                 rng=random.Random(rng.random()),
                 config_dir=appliance_dir / "configuration",
                 slbl_enabled=i % 4 != 1,
-                printing=Printing() if self.plain_printouts else printing_for(i, look),
+                printing=PLAIN if self.plain_printouts else printing_for(i, look),
             )
             # Mail: about 5-50 messages a second each; lifetime counters of a box in service for years.
             a.base_rate = rng.uniform(150, 1500) / TAU
