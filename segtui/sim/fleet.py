@@ -235,8 +235,9 @@ class SimFleet:
                 slbl_enabled=i % 4 != 1,
                 printing=PLAIN if self.plain_printouts else printing_for(i, look),
             )
-            # Mail: about 5-50 messages a second each; lifetime counters of a box in service for years.
-            a.base_rate = rng.uniform(150, 1500) / TAU
+            # Mail: about 1-13 messages a second each, so that a healthy queue (rate x TAU) stays in the hundreds
+            # even while a peer's share comes to it; lifetime counters of a box in service for years.
+            a.base_rate = rng.uniform(40, 400) / TAU
             a.received = a.received_at_boot = rng.uniform(2e6, 2e7)
             a.delivered = a.delivered_at_boot = a.received - a.base_rate * TAU
             a.suspended = a.fault("listeners-suspended")
