@@ -277,7 +277,7 @@ async def cmd_serve_updates(args: argparse.Namespace) -> int:
 async def cmd_stage(args: argparse.Namespace) -> int:
     from segtui.errors import InputError
     from segtui.rollout.context import RolloutContext
-    from segtui.rollout.events import Message, RolloutEvent, StagingChanged
+    from segtui.rollout.events import Note, RolloutEvent, StagingChanged
     from segtui.rollout.journal import Journal
     from segtui.rollout.staging import stage_fleet
 
@@ -295,7 +295,7 @@ async def cmd_stage(args: argparse.Namespace) -> int:
             if isinstance(event, StagingChanged):
                 pct = f" {event.percent}%" if event.percent is not None else ""
                 print(f"{event.appliance:<12} {event.status}{pct} {event.version or ''}", flush=True)
-            elif isinstance(event, Message) and event.level != "info":
+            elif isinstance(event, Note) and event.level != "info":
                 print(f"{event.appliance or 'fleet':<12} {event.level}: {event.text}", flush=True)
 
         ctx = RolloutContext(inventory, settings, target, journal, show)

@@ -11,7 +11,7 @@ from segtui.rollout.events import (
     ApplianceStateChanged,
     BatchStarted,
     ListenersChanged,
-    Message,
+    Note,
     RolloutEvent,
     RolloutStateChanged,
     StepStarted,
@@ -48,7 +48,7 @@ class HeadlessPrinter:
             self._print(f"batch {event.index}/{event.total}: {', '.join(event.appliances)}")
         elif isinstance(event, RolloutStateChanged):
             self._print(f"rollout {event.state.value}{': ' + event.reason if event.reason else ''}")
-        elif isinstance(event, Message) and event.level in ("warning", "error"):
+        elif isinstance(event, Note) and event.level in ("warning", "error"):
             self._print(f"{event.appliance or 'fleet':<12} {event.level}: {event.text}")
         now = time.monotonic()
         if now - self._last_summary >= self.summary_every:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import (
@@ -45,6 +45,47 @@ class SSHSettings(BaseModel):
     command_timeout: float = Field(60, gt=0)
 
 
+class DialogueSettings(BaseModel):
+    on_unknown_question: Literal["default", "stop"] = Field(
+        "default", description="a question no rule matches: take its default (recorded) or stop the step"
+    )
+    max_output_bytes: int = Field(16 * 1024 * 1024, ge=64 * 1024, description="cap on one command's output")
+
+
+class BackupSettings(BaseModel):
+    max_bytes: int = Field(256 * 1024 * 1024, ge=1024, description="cap on one backup file fetched over SCP")
+
+
+class GuardSettings(BaseModel):
+    """Mail-flow guards: peers checked before an appliance goes out of service, a bake after it is back."""
+
+    peer_queue_max: int = Field(5000, ge=0, description="a peer's work queue must be below this")
+    wait: float = Field(1800, gt=0, description="how long an appliance waits on a guard before the rollout pauses")
+    bake: float = Field(600, ge=0, description="seconds of observation after an appliance is back; 0 turns it off")
+    bake_queue_max: int = Field(1000, ge=0, description="the work queue must stay below this during the bake")
+
+
+class WindowSettings(BaseModel):
+    end: str | None = Field(None, description="maintenance window end: HH:MM, ISO date-time, or +2h / +90m")
+    estimate: float = Field(2400, gt=0, description="expected seconds per appliance before any has finished")
+
+
+class NotifySettings(BaseModel):
+    urls: list[str] = Field(default_factory=list, description="webhook URLs receiving one JSON object per event")
+    timeout: float = Field(5, gt=0)
+    retries: int = Field(3, ge=0)
+
+
+class TuiSettings(BaseModel):
+    bell: bool = Field(True, description="ring the terminal bell when an appliance needs attention")
+
+
+class LockSettings(BaseModel):
+    dir: Path | None = Field(
+        None, description="machine-wide per-appliance locks (default: the user's state directory); shared for teams"
+    )
+
+
 class Settings(BaseSettings):
     """segtui's own settings (the fleet lives in the inventory)."""
 
@@ -67,6 +108,13 @@ class Settings(BaseSettings):
     deadlines: Deadlines = Deadlines()
     polling: Polling = Polling()
     ssh: SSHSettings = SSHSettings()
+    dialogue: DialogueSettings = DialogueSettings()
+    backups: BackupSettings = BackupSettings()
+    guards: GuardSettings = GuardSettings()
+    window: WindowSettings = WindowSettings()
+    notify: NotifySettings = NotifySettings()
+    tui: TuiSettings = TuiSettings()
+    locks: LockSettings = LockSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -85,7 +133,9 @@ class Settings(BaseSettings):
         floor = self.min_scaled_deadline
         deadlines = Deadlines(**{k: max(floor, v * factor) for k, v in self.deadlines.model_dump().items()})
         polling = Polling(**{k: max(0.1, v * factor) for k, v in self.polling.model_dump().items()})
-        return self.model_copy(update={"deadlines": deadlines, "polling": polling})
+        guards = self.guards.model_copy(update={"wait": self.guards.wait * factor, "bake": self.guards.bake * factor})
+        window = self.window.model_copy(update={"estimate": self.window.estimate * factor})
+        return self.model_copy(update={"deadlines": deadlines, "polling": polling, "guards": guards, "window": window})
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

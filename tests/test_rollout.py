@@ -201,9 +201,9 @@ async def test_pause_skip_retry_and_listener_controls(tmp_path: Path) -> None:
             options=RolloutOptions(batch="1", max_unavailable=1, max_fail="0"),
         )
         # operator suspends and resumes esa04's listeners before anything runs
-        result = await rollout.set_listeners(["esa04"], suspend=True)
+        result = await rollout.change_listeners(["esa04"], suspend=True)
         assert result == {"esa04": "suspended"} and fleet.nodes["esa04"].appliance.suspended
-        result = await rollout.set_listeners(["esa04"], suspend=False)
+        result = await rollout.change_listeners(["esa04"], suspend=False)
         assert result == {"esa04": "active"} and not fleet.nodes["esa04"].appliance.suspended
         assert rollout.skip("esa03") == "esa03: skipped"
         task = asyncio.create_task(rollout.run(autostart=True))
@@ -218,7 +218,7 @@ async def test_pause_skip_retry_and_listener_controls(tmp_path: Path) -> None:
         # fix the appliance and retry it; unpause
         fleet.nodes["esa02"].appliance.faults.clear()
         assert rollout.retry("esa02") == "esa02: queued again"
-        rollout.resume()
+        rollout.unpause()
         outcome = await asyncio.wait_for(task, 120)
         assert outcome == "completed"
         assert {n: r.state for n, r in rollout.records.items()} == {

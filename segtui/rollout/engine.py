@@ -20,11 +20,13 @@ from segtui.rollout.batches import (
 )
 from segtui.rollout.context import RolloutContext
 from segtui.rollout.events import (
+    FAILURE_STATES,
+    FINAL_STATES,
     ApplianceStateChanged,
     BatchFinished,
     BatchStarted,
     ListenersChanged,
-    Message,
+    Note,
     RolloutEvent,
     RolloutState,
     RolloutStateChanged,
@@ -34,9 +36,6 @@ from segtui.rollout.events import (
 from segtui.rollout.journal import ApplianceRecord, Journal
 from segtui.rollout.procedure import Aborted, ApplianceProcedure
 from segtui.settings import Settings
-
-FINAL = {State.DONE.value, State.FAILED.value, State.SKIPPED.value, State.NEEDS_ATTENTION.value}
-FAILURES = {State.FAILED.value, State.NEEDS_ATTENTION.value}
 
 
 @dataclass
@@ -147,11 +146,11 @@ class Rollout:
             groups.setdefault(spec.group, []).append(spec.name)
         order = interleave_groups(groups)
         # Appliances caught mid-procedure by a crash go first: they are already out of service.
-        in_flight = [n for n in order if self.records[n].state == State.RUNNING.value]
-        pending = [n for n in order if self.records[n].state == State.PENDING.value]
+        in_flight = [n for n in order if self.records[n].state == State.RUNNING]
+        pending = [n for n in order if self.records[n].state == State.PENDING]
         self._queue = in_flight + pending
         self._in_flight_first = set(in_flight)
-        done_count = sum(1 for r in self.records.values() if r.state in FINAL)
+        done_count = sum(1 for r in self.records.values() if r.state in FINAL_STATES)
         sizes = batch_sizes(self._steps, len(self.records))
         consumed, idx = 0, 0
         while idx < len(sizes) and consumed + sizes[idx] <= done_count:
@@ -169,14 +168,14 @@ class Rollout:
             self._started.set()
             self._set_state(RolloutState.RUNNING)
         elif self.state == RolloutState.PAUSED:
-            self.resume()
+            self.unpause()
 
     def pause(self, reason: str = "paused by operator") -> None:
         if self.state == RolloutState.RUNNING:
             self.journal.action("pause")
             self._set_state(RolloutState.PAUSED, reason)
 
-    def resume(self) -> None:
+    def unpause(self) -> None:
         if self.state == RolloutState.PAUSED:
             self.journal.action("unpause")
             self._set_state(RolloutState.RUNNING)
@@ -189,7 +188,7 @@ class Rollout:
         self._set_state(RolloutState.ABORTED, "aborted by operator")
         for proc, _task in self._running.values():
             if not proc.request_stop(Aborted(State.PENDING, "aborted by operator before its upgrade")):
-                self._emit(Message(appliance=proc.name, text="upgrade under way: finishing it safely"))
+                self._emit(Note(appliance=proc.name, text="upgrade under way: finishing it safely"))
         if was_ready:
             self._started.set()
 
@@ -201,9 +200,9 @@ class Rollout:
                 return f"{name}: upgrade under way, cannot skip now"
             self.journal.action("skip", name)
             return f"{name}: skipping"
-        if rec.state == State.PENDING.value:
+        if rec.state == State.PENDING:
             self.journal.action("skip", name)
-            rec.state = State.SKIPPED.value
+            rec.state = State.SKIPPED
             rec.error = "skipped by operator"
             self.journal.save(rec)
             if name in self._queue:
@@ -214,10 +213,10 @@ class Rollout:
 
     def retry(self, name: str) -> str:
         rec = self.records[name]
-        if rec.state not in (State.FAILED.value, State.SKIPPED.value):
+        if rec.state not in (State.FAILED, State.SKIPPED):
             return f"{name}: is {rec.state}, only failed or skipped appliances can be retried"
         self.journal.action("retry", name)
-        rec.state = State.PENDING.value
+        rec.state = State.PENDING
         rec.error = None
         self.journal.save(rec)
         self._queue.append(name)
@@ -225,7 +224,7 @@ class Rollout:
         self._wake.set()
         return f"{name}: queued again"
 
-    async def set_listeners(self, names: list[str], suspend: bool) -> dict[str, str]:
+    async def change_listeners(self, names: list[str], suspend: bool) -> dict[str, str]:
         """Suspend or resume listeners on appliances outside the procedure (operator action)."""
         results: dict[str, str] = {}
 
@@ -244,7 +243,7 @@ class Rollout:
                     await client.resume_listeners()
             except ApplianceError as exc:
                 results[name] = exc.message
-                self._emit(Message(appliance=name, text=exc.message, level="error"))
+                self._emit(Note(appliance=name, text=exc.message, level="error"))
                 return
             finally:
                 await client.close()
@@ -261,7 +260,7 @@ class Rollout:
 
     # --- running -------------------------------------------------------------------------------
     def failures(self) -> int:
-        return sum(1 for r in self.records.values() if r.state in FAILURES)
+        return sum(1 for r in self.records.values() if r.state in FAILURE_STATES)
 
     def budget_spent(self) -> bool:
         return self.failures() > self._budget.allowed(len(self.records))
@@ -335,7 +334,7 @@ class Rollout:
             if self.state == RolloutState.RUNNING:
                 for name in list(waiting):
                     rec = self.records[name]
-                    if rec.state != State.PENDING.value and rec.state != State.RUNNING.value:
+                    if rec.state != State.PENDING and rec.state != State.RUNNING:
                         waiting.remove(name)  # skipped meanwhile
                         continue
                     if self._eligible(name):
@@ -373,10 +372,10 @@ class Rollout:
             recs = [self.records[m] for m in members]
             if not any(r.cluster_disconnected for r in recs):
                 continue
-            if not all(r.state == State.DONE.value for r in recs):
+            if not all(r.state == State.DONE for r in recs):
                 note = f"cluster {cluster}: not every machine is on {self.target}; left disconnected"
                 self.notes.clusters.append(note)
-                self._emit(Message(text=note, level="warning"))
+                self._emit(Note(text=note, level="warning"))
                 continue
             for name in members:
                 rec = self.records[name]
@@ -395,7 +394,7 @@ class Rollout:
                 except ApplianceError as exc:
                     note = f"cluster {cluster}: {exc.message}"
                     self.notes.clusters.append(note)
-                    self._emit(Message(appliance=name, text=note, level="error"))
+                    self._emit(Note(appliance=name, text=note, level="error"))
                     # Upgraded and serving mail, but not back in its cluster: a human decides.
                     self._emit(ApplianceStateChanged(appliance=name, state=State.DONE, version=rec.current, error=note))
                 finally:
@@ -411,9 +410,9 @@ class Rollout:
         states = [r.state for r in self.records.values()]
         if self.state == RolloutState.ABORTED:
             outcome = "aborted"
-        elif self.state == RolloutState.PAUSED or any(s in (State.PENDING.value, State.RUNNING.value) for s in states):
+        elif self.state == RolloutState.PAUSED or any(s in (State.PENDING, State.RUNNING) for s in states):
             outcome = "paused"
-        elif any(s in FAILURES for s in states):
+        elif any(s in FAILURE_STATES for s in states):
             outcome = "failed"
         else:
             outcome = "completed"

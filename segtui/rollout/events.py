@@ -17,7 +17,7 @@ class Step(StrEnum):
     UPGRADE = "upgrade"
     REBOOT = "reboot"
     VERIFY = "verify"
-    RESUME = "resume"
+    RESUME_LISTENERS = "resume-listeners"
     RESTORE = "restore-updates"
     RECONNECT = "cluster-reconnect"
 
@@ -31,6 +31,12 @@ class State(StrEnum):
     FAILED = "failed"
     SKIPPED = "skipped"
     NEEDS_ATTENTION = "needs-attention"
+
+
+# The one home of "finished": an appliance in one of these states needs nothing more from the rollout.
+FINAL_STATES = frozenset({State.DONE, State.FAILED, State.SKIPPED, State.NEEDS_ATTENTION})
+# What counts against the failure budget.
+FAILURE_STATES = frozenset({State.FAILED, State.NEEDS_ATTENTION})
 
 
 class RolloutState(StrEnum):
@@ -52,7 +58,7 @@ STEP_SPAN: dict[Step, tuple[int, int, str]] = {
     Step.UPGRADE: (32, 72, "download"),
     Step.REBOOT: (72, 92, "reboot"),
     Step.VERIFY: (92, 94, "verify"),
-    Step.RESUME: (94, 97, "verify"),
+    Step.RESUME_LISTENERS: (94, 97, "verify"),
     Step.RESTORE: (97, 100, "verify"),
     Step.RECONNECT: (99, 100, "verify"),
 }
@@ -130,7 +136,7 @@ class CommandExchanged(ApplianceEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Message(RolloutEvent):
+class Note(RolloutEvent):
     text: str
     appliance: str | None = None
     level: str = "info"

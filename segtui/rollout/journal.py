@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from segtui.rollout.events import State
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS rollouts (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -72,7 +74,7 @@ class ApplianceRecord:
     """Everything needed to continue one appliance's procedure after a crash of segtui."""
 
     name: str
-    state: str = "pending"
+    state: State = State.PENDING
     step: str | None = None
     version_before: str | None = None
     current: str | None = None
@@ -98,6 +100,8 @@ class ApplianceRecord:
     def from_json(cls, text: str) -> ApplianceRecord:
         data = json.loads(text)
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        if "state" in known:
+            known["state"] = State(known["state"])
         return cls(**known)
 
 

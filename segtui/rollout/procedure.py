@@ -25,7 +25,7 @@ from segtui.rollout.events import (
     STEP_SPAN,
     ApplianceStateChanged,
     ListenersChanged,
-    Message,
+    Note,
     State,
     Step,
     StepFinished,
@@ -46,7 +46,7 @@ RETRYABLE = {
     Step.SUSPEND,
     Step.DRAIN,
     Step.VERIFY,
-    Step.RESUME,
+    Step.RESUME_LISTENERS,
     Step.RESTORE,
     Step.DISCONNECT,
     Step.RECONNECT,
@@ -120,7 +120,7 @@ class ApplianceProcedure:
         self.ctx.journal.save(self.rec)
 
     def set_state(self, state: State, error: str | None = None) -> None:
-        self.rec.state = state.value
+        self.rec.state = state
         self.rec.error = error
         if state in (State.DONE, State.FAILED, State.SKIPPED, State.NEEDS_ATTENTION):
             self.rec.finished = time.time()
@@ -128,7 +128,7 @@ class ApplianceProcedure:
         self.save()
         self.ctx.emit(ApplianceStateChanged(appliance=self.name, state=state, version=self.rec.current, error=error))
 
-    def set_listeners(self, value: str) -> None:
+    def record_listeners(self, value: str) -> None:
         self.rec.listeners = value
         self.save()
         self.ctx.emit(ListenersChanged(appliance=self.name, listeners=value))
@@ -140,7 +140,7 @@ class ApplianceProcedure:
 
     def note(self, text: str, level: str = "info") -> None:
         self.rec.message = text
-        self.ctx.emit(Message(appliance=self.name, text=text, level=level))
+        self.ctx.emit(Note(appliance=self.name, text=text, level=level))
 
     async def step(self, step: Step, deadline: float, fn: Callable[[], Awaitable[T]]) -> T:
         if self.stop_request is not None and not self.past_point_of_no_return:
@@ -262,7 +262,7 @@ class ApplianceProcedure:
             await self.step(Step.DRAIN, d.drain, self._drain)
             await self.step(Step.UPGRADE, d.upgrade, self._upgrade)
         if rec.suspended_by_us:
-            await self.step(Step.RESUME, d.resume, self._resume)
+            await self.step(Step.RESUME_LISTENERS, d.resume, self._resume_listeners)
         if rec.pointed:
             await self.step(Step.RESTORE, d.resume, self._restore)
 
@@ -284,11 +284,11 @@ class ApplianceProcedure:
             # Journaled before the command, but segtui stopped before the appliance acted on it:
             # the truth is "receiving", so suspend again.
             rec.suspended_by_us = False
-            self.set_listeners("active")
+            self.record_listeners("active")
         if not rec.suspended_by_us:
             # A suspension we did not make is left as it is: we drain, upgrade, and never resume it.
             rec.suspended_elsewhere = status.receiving_suspended
-            self.set_listeners("suspended" if status.receiving_suspended else "active")
+            self.record_listeners("suspended" if status.receiving_suspended else "active")
             if rec.suspended_elsewhere:
                 self.note("receiving was already suspended: it stays suspended after the upgrade")
         self.save()
@@ -332,7 +332,7 @@ class ApplianceProcedure:
         self.rec.suspended_by_us = True
         self.save()
         await self.client.suspend_listeners(self.ctx.settings.listener_close_seconds)
-        self.set_listeners("suspended")
+        self.record_listeners("suspended")
 
     async def _drain(self) -> None:
         start_depth: int | None = None
@@ -439,11 +439,11 @@ class ApplianceProcedure:
         rec.confirmed_upgrade_to = None
         self.save()
 
-    async def _resume(self) -> None:
+    async def _resume_listeners(self) -> None:
         change = await self.client.resume_listeners()
         self.rec.suspended_by_us = False
         del change
-        self.set_listeners("active")
+        self.record_listeners("active")
 
     async def _restore(self) -> None:
         original = self.rec.original_source or {"images": "cisco", "manifest": "cisco"}
@@ -461,12 +461,12 @@ class ApplianceProcedure:
         await self.client.close()
         if self.past_point_of_no_return and rec.confirmed_upgrade_to is not None:
             # Rebooting or unknown: do not touch it, tell a human.
-            self.set_listeners("unknown" if rec.suspended_by_us else rec.listeners)
+            self.record_listeners("unknown" if rec.suspended_by_us else rec.listeners)
             self.set_state(State.NEEDS_ATTENTION, reason)
             return State.NEEDS_ATTENTION
         if isinstance(exc, UNREACHABLE):
             if rec.suspended_by_us:
-                self.set_listeners("unknown")
+                self.record_listeners("unknown")
                 self.set_state(State.NEEDS_ATTENTION, f"{reason}; listeners were suspended by segtui")
                 return State.NEEDS_ATTENTION
             self.set_state(State.FAILED, reason)
@@ -474,12 +474,12 @@ class ApplianceProcedure:
         d = self.ctx.settings.deadlines
         try:
             if rec.suspended_by_us:
-                await self.step(Step.RESUME, d.resume, self._resume)
+                await self.step(Step.RESUME_LISTENERS, d.resume, self._resume_listeners)
             if rec.pointed:
                 await self.step(Step.RESTORE, d.resume, self._restore)
         except (ApplianceError, Aborted) as cleanup_error:
             msg = getattr(cleanup_error, "message", str(cleanup_error))
-            self.set_listeners("unknown" if rec.suspended_by_us else rec.listeners)
+            self.record_listeners("unknown" if rec.suspended_by_us else rec.listeners)
             self.set_state(State.NEEDS_ATTENTION, f"{reason}; then could not make it safe: {msg}")
             return State.NEEDS_ATTENTION
         finally:

@@ -10,7 +10,7 @@ from segtui.asyncos.errors import ApplianceError
 from segtui.asyncos.parsers import UpgradeSource
 from segtui.inventory import ApplianceSpec
 from segtui.rollout.context import RolloutContext
-from segtui.rollout.events import Message, StagingChanged
+from segtui.rollout.events import Note, StagingChanged
 
 
 @dataclass
@@ -42,7 +42,7 @@ async def stage_appliance(ctx: RolloutContext, spec: ApplianceSpec, poll: float,
             # Someone else's image: report it, never delete it silently.
             note = f"holds a {status.state} image for {status.version}; not replaced"
             staging("other-image", str(status.version), note=note)
-            ctx.emit(Message(appliance=name, text=note, level="warning"))
+            ctx.emit(Note(appliance=name, text=note, level="warning"))
             return StageResult(name, "other-image", str(status.version), note)
         if status.state == "downloaded":
             staging("staged", str(status.version))
@@ -75,9 +75,7 @@ async def stage_appliance(ctx: RolloutContext, spec: ApplianceSpec, poll: float,
                 await client.set_upgrade_source(original)
                 await client.commit("segtui stage: restore AsyncOS upgrade settings")
             except ApplianceError as exc:
-                ctx.emit(
-                    Message(appliance=name, text=f"could not restore update settings: {exc.message}", level="error")
-                )
+                ctx.emit(Note(appliance=name, text=f"could not restore update settings: {exc.message}", level="error"))
         await client.close()
 
 

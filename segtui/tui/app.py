@@ -164,7 +164,7 @@ class SegtuiApp(App[str]):
             n = len(r.records)
             self._confirm(f"Start the rollout of {n} appliances to {r.target}?", r.start, fleet_wide=True)
         elif r.state == RolloutState.PAUSED:
-            self._confirm("Promote: unpause and continue with the next batch?", r.resume, fleet_wide=True)
+            self._confirm("Promote: unpause and continue with the next batch?", r.unpause, fleet_wide=True)
         else:
             self.notify(f"rollout is {r.state.value}")
 
@@ -173,7 +173,7 @@ class SegtuiApp(App[str]):
         if r.state == RolloutState.RUNNING:
             self._confirm("Pause the rollout? In-flight appliances finish the step they are in.", r.pause)
         elif r.state == RolloutState.PAUSED:
-            self._confirm("Unpause the rollout?", r.resume)
+            self._confirm("Unpause the rollout?", r.unpause)
         else:
             self.notify(f"rollout is {r.state.value}: nothing to pause")
 
@@ -203,7 +203,7 @@ class SegtuiApp(App[str]):
 
     @work(group="listeners", exit_on_error=False)
     async def set_listeners_worker(self, names: list[str], suspend: bool) -> None:
-        results = await self.rollout.set_listeners(names, suspend)
+        results = await self.rollout.change_listeners(names, suspend)
         for name, result in results.items():
             ok = result in ("suspended", "active")
             self.notify(f"{name}: listeners {result}", severity="information" if ok else "error")

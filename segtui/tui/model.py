@@ -12,7 +12,7 @@ from segtui.rollout.events import (
     ApplianceStateChanged,
     BatchStarted,
     ListenersChanged,
-    Message,
+    Note,
     RebootProbed,
     RolloutEvent,
     RolloutStateChanged,
@@ -130,7 +130,7 @@ class FleetModel:
             )
         elif isinstance(event, RebootProbed) and row:
             self.reboots[row.name] = RebootStatus(event.since, event.deadline, event.stage, event.attempt, event.error)
-        elif isinstance(event, Message):
+        elif isinstance(event, Note):
             self.log.append(f"{event.appliance or 'fleet'}: {event.text}")
             if row:
                 row.message = event.text
