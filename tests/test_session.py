@@ -98,7 +98,7 @@ async def test_single_listener_and_none_configured(served: Served) -> None:
     client = await served.connect(sa)
     async with client:
         assert (await client.suspend_listeners()).listeners == ["IncomingMail"]
-        assert (await client.resume_listeners()).none_configured
+        assert (await client.resume_listeners()).listeners == []
 
 
 async def test_unknown_question_takes_default(served: Served) -> None:

@@ -60,5 +60,8 @@ class UpgradeFailed(ApplianceError):
     """`upgrade` printed one of AsyncOS's failure strings."""
 
 
-class ParseError(ValueError):
-    """Output did not have the shape a parser needs."""
+class ParseError(ApplianceError):
+    """Output did not have the shape a parser needs; `Appliance` re-raises it with its own name."""
+
+    def __init__(self, message: str, appliance: str = "?") -> None:
+        super().__init__(appliance, message)
