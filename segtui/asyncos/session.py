@@ -122,7 +122,7 @@ class ConnectOptions:
     host: str
     port: int
     credentials: Credentials
-    known_hosts: Path
+    known_hosts: Path | str
     connect_timeout: float = 15.0
     login_timeout: float = 30.0
     keepalive_interval: float = 15.0
