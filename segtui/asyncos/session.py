@@ -44,6 +44,8 @@ TAIL_CHARS = 4096
 QUESTION_CHARS = 16 * 1024
 # An unterminated control sequence at the end of a chunk waits for the next chunk, up to this length.
 HELD_CHARS = 4096
+# A transcript keeps at most this much of one command's output (its beginning and its end).
+TRANSCRIPT_CHARS = 256 * 1024
 # Deadline for the rest of a line that looks like a password question (it may be a menu's heading).
 PASSWORD_QUIET = 0.5
 
@@ -302,6 +304,14 @@ def _is_progress(line: str) -> bool:
     if "% complete)" in text:
         return True
     return not text.strip(". \t")
+
+
+def shorten(text: str, limit: int = TRANSCRIPT_CHARS) -> str:
+    """At most `limit` characters: the beginning and the end, with what was left out counted between them."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}\n… {len(text) - 2 * half} characters left out …\n{text[-half:]}"
 
 
 def fold_progress(text: str, keep: int = 1) -> str:
@@ -656,7 +666,8 @@ class CLISession:
         self._transcript(
             Exchange(
                 self.redact(command),
-                fold_progress(self.redact(output)),
+                # Redacted before it is shortened: a cut must never leave part of a secret behind.
+                fold_progress(shorten(self.redact(output))),
                 started,
                 time.time(),
                 complete=error is None,
