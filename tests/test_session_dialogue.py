@@ -206,9 +206,10 @@ COMMIT_WITH_UNKNOWN: list[Turn] = [
 ]
 
 
-async def test_unknown_question_takes_the_default_and_is_reported(served: Served) -> None:
+@pytest.mark.parametrize("echo", [False, True])
+async def test_unknown_question_takes_the_default_and_is_reported(served: Served, echo: bool) -> None:
     unknown: list[tuple[str, str]] = []
-    sa = ScriptedAppliance(script={"commit": COMMIT_WITH_UNKNOWN})
+    sa = ScriptedAppliance(script={"commit": COMMIT_WITH_UNKNOWN}, echo=echo)
     client = await served.connect(sa, on_unknown=lambda cmd, q: unknown.append((cmd, q)))
     async with client:
         assert await client.commit("segtui: test")

@@ -339,7 +339,8 @@ def fold_progress(text: str, keep: int = 1) -> str:
 class _Received:
     """What one command received: all of it (capped) and the text since the last answer (bounded)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, sent: str = "") -> None:
+        self.sent = sent  # what we typed last (the command, then each answer): the appliance may echo it
         self.parts: list[str] = []
         self.size = 0
         self.limit = limit
@@ -374,10 +375,17 @@ class _Received:
         self.mark = self.since_end
 
     def question(self) -> str:
-        """Everything since the last answer (its last QUESTION_CHARS), pager stops and erasures taken out."""
-        return parsers.normalize(self.since[-QUESTION_CHARS:])
+        """Everything since the last answer (its last QUESTION_CHARS), pager stops and erasures taken out,
+        without the echo of what we typed."""
+        text = parsers.normalize(self.since[-QUESTION_CHARS:])
+        if self.since_start == 0 and self.sent.strip():
+            first, sep, rest = text.lstrip("\n").partition("\n")
+            if sep and first.strip() == self.sent.strip():
+                return rest
+        return text
 
-    def answered(self) -> None:
+    def answered(self, reply: str) -> None:
+        self.sent = reply
         self.since = ""
         self.since_start = self.since_end = self.mark = 0
 
@@ -546,7 +554,7 @@ class CLISession:
                 )
             reply = self._choose_answer(command, question, previous, answers, used, default)
             self._send(reply + "\n", command)
-            rx.answered()
+            rx.answered(reply)
             previous = question
 
     async def _more_soon(self, rx: _Received, deadline: float, command: str, on_output: OutputCallback | None) -> bool:
@@ -625,7 +633,7 @@ class CLISession:
         """
         async with self._lock:
             started = time.time()
-            rx = _Received(self.policy.max_output_bytes)
+            rx = _Received(self.policy.max_output_bytes, command)
             try:
                 self._send(command + "\n", command)
                 raw = await self._read_to_prompt(
