@@ -78,12 +78,14 @@ class Answer:
     pattern sees a list's header as well as its items. `reply` is a string or a function of the question text.
     `after` restricts the answer to the question right after one matching that pattern (e.g. the host that belongs
     to the AsyncOS question, not to another service's); `times` limits how often it is used in one command.
+    `defaults_only` answers only questions that have a default (`[...]> `), never a password question.
     """
 
     pattern: str
     reply: str | Callable[[str], str]
     after: str | None = None
     times: int | None = None
+    defaults_only: bool = False
 
     def matches(self, question: str, previous: str) -> bool:
         if self.after is not None and not re.search(self.after, previous, re.IGNORECASE | re.DOTALL):
@@ -96,6 +98,11 @@ class Answer:
 
 # Asked by clustered appliances before machine-level commands: always switch to machine mode.
 MACHINE_MODE = Answer(r"switch to \"?Machine .*mode", "Y")
+
+# Put last in a command's answers where taking the default for every other question is the documented way to walk
+# it (updateconfig SETUP asks one question per update service: DIALOGUES.md section 5). Those questions are then
+# known, not unknown: never recorded nor stopped at. A password question is never answered by it.
+OTHERWISE_DEFAULT = Answer("", "", defaults_only=True)
 
 
 @dataclass(frozen=True)
@@ -602,6 +609,8 @@ class CLISession:
         for idx, answer in enumerate((*answers, MACHINE_MODE)):
             if answer.times is not None and used.get(idx, 0) >= answer.times:
                 continue
+            if answer.defaults_only and default is None:
+                continue
             if answer.matches(question, previous):
                 used[idx] = used.get(idx, 0) + 1
                 return answer.reply_to(question)
@@ -685,6 +694,7 @@ class CLISession:
 
 
 __all__ = [
+    "OTHERWISE_DEFAULT",
     "Answer",
     "ApplianceError",
     "CLISession",
