@@ -639,6 +639,7 @@ class Appliance:
                 Answer(r"Choose the operation you want to perform", op, times=1),
                 Answer(r"Choose the machine\(s\)", choose),
                 Answer(r"Are you sure", "Y"),
+                Answer(r"Choose the operation you want to perform", ""),  # the menu again: leave
             ],
         )
         if not re.search(success, out, re.IGNORECASE):
