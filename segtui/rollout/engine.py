@@ -120,6 +120,7 @@ class Rollout:
         self.state = RolloutState.READY
         self._subscribers: list[Callable[[RolloutEvent], None]] = []
         self.ctx = RolloutContext(inventory, settings, target, journal, self._emit)
+        self.ctx.in_service_peers = self.in_service_peers
         self.records: dict[str, ApplianceRecord] = {}
         self.specs: dict[str, ApplianceSpec] = {a.name: a for a in inventory.appliances}
         self._started = asyncio.Event()
@@ -718,6 +719,16 @@ class Rollout:
                 or (self.records[n].listeners in UNAVAILABLE_LISTENERS and not self.records[n].given_up)
             )
         }
+
+    def in_service_peers(self, name: str) -> list[ApplianceSpec]:
+        """The other members of the appliance's capacity group that carry mail right now (listeners active):
+        the ones that take its share while it is out of service (the capacity guard checks them)."""
+        group = self.specs[name].group
+        return [
+            spec
+            for n, spec in self.specs.items()
+            if n != name and spec.group == group and self.records[n].listeners == "active"
+        ]
 
     def _blocked(self, name: str) -> str | None:
         """Why the appliance cannot start now (capacity, cluster, concurrency), or None."""
