@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import asyncssh
 import pytest
@@ -102,8 +103,14 @@ def test_eta_from_measured_durations_and_frozen_while_paused(tmp_path: Path) -> 
     done.state, done.started, done.finished = State.DONE, now - 600, now - 300  # 300 s
     # 3 left, dc1 (esa02, esa04) and dc2 (esa03) at one at a time each: 2 in parallel, 900 s of work
     assert r.eta(now) == pytest.approx(450)
+    # esa02 under way for 100 s: 200 s left of it
+    r.records["esa02"].started = now - 100
+    r._running["esa02"] = cast(Any, (None, None))
+    assert r.eta(now) == pytest.approx(400)
+    assert r.eta(now + 100) == pytest.approx(350)  # it counts down while running
     r.pause(who="ann")
-    assert r.eta(now + 1000) == pytest.approx(450)  # stopped while paused
+    frozen = r.eta(now + 1000)  # stops while paused, at its value when paused (now)
+    assert frozen == pytest.approx(400, abs=2) and r.eta(now + 5000) == frozen
     r.options.until = now + 100
     assert r.window_left(now) == pytest.approx(100) and r.window_left(now + 500) == 0.0
 
