@@ -79,6 +79,12 @@ async def test_abort_is_final_and_never_waits_for_a_reboot(tmp_path: Path) -> No
         )
         with pytest.raises(InputError, match="aborted by alice@noc"):
             again.attach(last.id)
+        # looked at, not resumed: what is left for a person, nothing journaled
+        actions_before = len(rollout.journal.actions_of(last.id))
+        assert again.review(last.id) == last and again.state.value == "aborted"
+        assert again.outcome() == Outcome.ABORTED
+        assert any(w.appliance == "esa01" for w in again.needs_a_person())
+        assert len(again.journal.actions_of(last.id)) == actions_before
         texts = [e.text for e in rollout.journal.events()]
         assert "alice@noc: abort" in texts and any(t.startswith("aborted") for t in texts)
     finally:

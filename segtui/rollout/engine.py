@@ -43,7 +43,7 @@ from segtui.rollout.events import (
     Step,
     log_entry,
 )
-from segtui.rollout.journal import ApplianceRecord, Journal, operator
+from segtui.rollout.journal import ApplianceRecord, Journal, RolloutRow, operator
 from segtui.rollout.procedure import Aborted, ApplianceProcedure
 from segtui.rollout.window import clock_text
 from segtui.settings import Settings
@@ -238,6 +238,29 @@ class Rollout:
         # Appliances caught mid-procedure by a crash go first: they are already out of service.
         order = [n for batch in plan for n in batch]
         self._in_flight_first = [n for n in order if self.records[n].state == State.RUNNING]
+
+    def review(self, rollout_id: int) -> RolloutRow | None:
+        """Load a journaled rollout to look at it, changing nothing (resume's refusal, history, `segtui watch`).
+
+        Records, batches and state come from the journal; nothing is journaled. Call again to refresh.
+        """
+        info = self.journal.rollout_info(rollout_id)
+        if info is None:
+            return None
+        records = self.journal.records(rollout_id)
+        self.records = {s.name: records.get(s.name, ApplianceRecord(name=s.name)) for s in self.inventory.appliances}
+        known = set(self.specs)
+        self._plan = [b for b in ([n for n in batch if n in known] for batch in self.journal.batches(rollout_id)) if b]
+        self.batch_total = len(self._plan)
+        self.batch_index = sum(1 for b in self._plan if any(self.records[n].state != State.PENDING for n in b))
+        self.started_at = info.started
+        if info.outcome == Outcome.ABORTED:
+            self.state = RolloutState.ABORTED
+        elif info.outcome is not None:
+            self.state = RolloutState.DONE
+        else:
+            self.state = RolloutState.PAUSED if self.started_at else RolloutState.READY
+        return info
 
     # --- what the screens ask ------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
