@@ -199,10 +199,15 @@ def test_inventory_lock_names_the_holder_and_is_released(tmp_path: Path) -> None
     inv = tmp_path / "fleet.toml"
     inv.write_text("")
     first = InventoryLock(tmp_path / "state", inv, "run")
+    watcher = InventoryLock(tmp_path / "state", inv, "watch")
+    assert watcher.holder() is None
     first.acquire()
+    holder = watcher.holder()
+    assert holder is not None and holder["pid"] == os.getpid() and holder["command"] == "run"
     with pytest.raises(LockHeld, match=f"pid {os.getpid()}.*command run"):
         InventoryLock(tmp_path / "state", inv, "resume").acquire()
     first.release()
+    assert watcher.holder() is None
     with InventoryLock(tmp_path / "state", inv, "resume"):
         pass
 
