@@ -20,6 +20,8 @@ class Step(StrEnum):
     RESUME_LISTENERS = "resume-listeners"
     RESTORE = "restore-updates"
     RECONNECT = "cluster-reconnect"
+    GUARD = "guard"  # waiting until the peers can carry this appliance's mail
+    BAKE = "bake"  # watching the appliance move mail after it is back
 
 
 class State(StrEnum):
@@ -216,3 +218,48 @@ def log_entry(event: RolloutEvent) -> tuple[str, str | None, str] | None:
     if isinstance(event, OperatorActed):
         return "action", None, f"{event.who}: {event.action}" + (f" {event.target}" if event.target else "")
     return None
+
+
+# --- appended by the procedure (d2): identity, guards, bake, give-up ---------------------------------
+STEP_SPAN[Step.GUARD] = (18, 18, "drain")
+STEP_SPAN[Step.BAKE] = (100, 100, "verify")
+
+
+@dataclass(frozen=True, kw_only=True)
+class IdentityLearned(ApplianceEvent):
+    """The appliance's own hostname (its prompt) and serial (`version`), learned at pre-check."""
+
+    hostname: str | None
+    serial: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class GuardWaiting(ApplianceEvent):
+    """The capacity guard holds this appliance in service: `reason` names the peer and what is wrong."""
+
+    reason: str
+    since: float  # epoch seconds the wait began
+
+
+@dataclass(frozen=True, kw_only=True)
+class GuardTimedOut(ApplianceEvent):
+    """The guard waited `guards.wait`: the appliance is pending again and the rollout should pause."""
+
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class BakeSampled(ApplianceEvent):
+    """One bake sample: system status, work queue, counters (None when the release prints none)."""
+
+    status: str
+    queue: int
+    received: int | None
+    completed: int | None
+    ends: float  # epoch seconds the bake ends
+
+
+@dataclass(frozen=True, kw_only=True)
+class BakeFinished(ApplianceEvent):
+    verdict: str  # passed, failed, skipped, no-traffic
+    message: str = ""

@@ -114,8 +114,16 @@ class ApplianceRecord:
     started: float | None = None
     finished: float | None = None
     message: str = ""
+    # --- appended by the procedure (d2) ---
+    hostname: str | None = None  # the appliance's own name (its prompt), learned at pre-check
+    serial: str | None = None  # `version` -> `Serial #`: identifies the box behind this inventory entry
+    unrecognized_questions: list[dict[str, Any]] = field(default_factory=list)  # {command, question, ts}
+    reboot_started: float | None = None  # when the upgrade was confirmed: the reboot deadline counts from it
+    reprobe: bool = False  # set by the engine: read the appliance first and continue from the truth
+    left_by_hand: str = ""  # after give-up: what a person must still do, with the commands
+    guard_waits: list[dict[str, Any]] = field(default_factory=list)  # {since, until, reason, outcome}
+    bake: dict[str, Any] | None = None  # {verdict, message, samples: [...]}
     given_up: bool = False  # needs-attention left for a person: blocks nothing any more
-    reprobe: bool = False  # queued again from needs-attention: read the appliance, continue from the truth
 
     @classmethod
     def from_json(cls, text: str) -> ApplianceRecord:
