@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import shlex
 import time
 from collections.abc import Callable
@@ -32,6 +31,8 @@ from segtui.rollout.events import (
     ApplianceStateChanged,
     BatchFinished,
     BatchStarted,
+    GuardTimedOut,
+    IdentityLearned,
     ListenersChanged,
     Note,
     OperatorActed,
@@ -130,14 +131,13 @@ class Rollout:
         self._plan: list[list[str]] = []
         self._retries: list[str] = []
         self._in_flight_first: list[str] = []
-        self._given_up_in_reboot: dict[str, str] = {}
-        self._background: set[asyncio.Future[Any]] = set()
         self.batch_index = 0
         self.batch_total = 0
         self.started_at: float | None = None
         self.notes = FleetNotes()
         self.pause_reason = ""
         self._window_closed = False
+        self._pending_pause: str | None = None
         self._eta_frozen: float | None = None
         self._budget = options.budget()
         self._journal_extra: dict[str, Any] = {}
@@ -153,6 +153,12 @@ class Rollout:
     def _emit(self, event: RolloutEvent) -> None:
         if isinstance(event, ApplianceStateChanged):
             self._wake.set()
+        elif isinstance(event, GuardTimedOut):
+            # An overloaded group is for the operator to judge: the appliance is pending again, the rollout pauses.
+            self._pending_pause = f"{event.appliance}: {event.reason}"
+            self._wake.set()
+        elif isinstance(event, IdentityLearned) and event.serial:
+            self._lock_serial(event.appliance, event.serial)
         entry = log_entry(event)
         if entry is not None and self.journal.rollout_id is not None:
             kind, appliance, text = entry
@@ -495,19 +501,9 @@ class Rollout:
             self._started.set()
 
     def _give_up_reboot(self, name: str, reason: str) -> None:
-        """Stop waiting for a reboot: the appliance becomes needs-attention, the rest goes on."""
-        proc, task = self._running[name]
-        give_up = getattr(proc, "give_up", None)
-        if give_up is not None:
-            result = give_up(reason)
-            if inspect.isawaitable(result):
-                pending = asyncio.ensure_future(result)
-                self._background.add(pending)
-                pending.add_done_callback(self._background.discard)
-            return
-        # The procedure has no give-up of its own: cancel the wait; `done` below records the outcome.
-        self._given_up_in_reboot[name] = reason
-        task.cancel()
+        """Stop waiting for a reboot: the procedure ends needs-attention (saying what is left), the rest goes on."""
+        proc, _task = self._running[name]
+        proc.give_up(reason)
 
     def skip(self, name: str, who: str | None = None) -> str:
         refusal = self.can("skip", name)
@@ -768,6 +764,9 @@ class Rollout:
             self._retries = []
             if self.state == RolloutState.ABORTED:
                 break
+            if self._pending_pause is not None:
+                reason, self._pending_pause = self._pending_pause, None
+                self._auto_pause(f"guard: {reason}")
             if self.state == RolloutState.RUNNING:
                 blocked: list[str] = []
                 for name in list(waiting):
@@ -814,22 +813,23 @@ class Rollout:
         task = asyncio.create_task(proc.run(), name=f"upgrade-{name}")
         self._running[name] = (proc, task)
 
-        def done(t: asyncio.Task[State]) -> None:
+        def done(_t: asyncio.Task[State]) -> None:
             self._running.pop(name, None)
             self._locks.release(name)
-            reason = self._given_up_in_reboot.pop(name, None)
-            if reason is not None and t.cancelled():
-                rec.state = State.NEEDS_ATTENTION
-                rec.error = reason
-                rec.step = None
-                rec.finished = time.time()
-                if rec.suspended_by_us:
-                    rec.listeners = "unknown"
-                self.journal.save(rec)
-                self._emit(ApplianceStateChanged(appliance=name, state=rec.state, version=rec.current, error=reason))
+            if rec.state == State.PENDING and self.state != RolloutState.ABORTED and name not in self._retries:
+                self._retries.insert(0, name)  # put back (a guard timed out): it goes again after the pause
             self._wake.set()
 
         task.add_done_callback(done)
+
+    def _lock_serial(self, name: str, serial: str) -> None:
+        """The same box may sit in two inventories under two addresses: once its serial is known, lock that too."""
+        if name not in self._running:
+            return
+        refused = self._locks.acquire_serial(name, serial)
+        if refused is not None:
+            proc, _ = self._running[name]
+            proc.give_up(f"serial {serial}: {refused}")
 
     async def _reconnect_clusters(self) -> None:
         if self.state == RolloutState.ABORTED:
