@@ -315,3 +315,16 @@ def test_appliance_lock_held_by_another_process_then_freed_by_kill(tmp_path: Pat
     while (reason := _locks(tmp_path).acquire("esa01", "127.0.0.1", 2201)) is not None:
         assert time.monotonic() < deadline, reason
     assert lock_key("127.0.0.1", 22) != lock_key("127.0.0.1", 2222)
+
+
+def test_serial_lock_is_kept_when_the_serial_is_learned_again(tmp_path: Path) -> None:
+    mine, other = _locks(tmp_path), _locks(tmp_path)
+    assert mine.acquire("esa01", "10.0.0.1", 22) is None
+    assert mine.acquire_serial("esa01", "SER-1") is None
+    assert mine.acquire_serial("esa01", "SER-1") is None  # after its reboot the procedure learns it again
+    # the same box behind another address (another inventory): refused while held, free once released
+    assert other.acquire("esa99", "esa01.example.com", 22) is None
+    refused = other.acquire_serial("esa99", "SER-1")
+    assert refused is not None and refused.startswith("another segtui (")
+    mine.release("esa01")
+    assert other.acquire_serial("esa99", "SER-1") is None

@@ -53,6 +53,9 @@ class ApplianceLocks:
     def acquire_serial(self, name: str, serial: str) -> str | None:
         """A second lock by serial number, held with the address lock until `release(name)`."""
         key = f"serial-{hashlib.sha256(serial.encode()).hexdigest()[:16]}.lock"
+        mine = self._held.get(f"{name}\0serial")
+        if mine is not None and mine.path.name == key:
+            return None  # learned again (after the reboot): already ours
         lock = FileLock(self.dir / key, {"appliance": f"serial {serial}", "rollout": self.description})
         holder = lock.try_acquire()
         if holder is not None:
