@@ -141,3 +141,28 @@ def test_a_demo_keeps_its_settings_for_resume(tmp_path: Path) -> None:
     r.unpause(max_fail="2")
     row = r.journal.db.execute("SELECT options FROM rollouts WHERE id = ?", (r.journal.rollout_id,)).fetchone()
     assert "_settings" in json.loads(row[0]) and json.loads(row[0])["max_fail"] == "2"
+
+
+async def test_a_timed_out_guard_pauses_the_rollout(tmp_path: Path) -> None:
+    from segtui.rollout.events import GuardTimedOut
+
+    r = offline_rollout(tmp_path, n=4, options=RolloutOptions(batch="100%", concurrency=1, max_unavailable=4))
+    r.begin()
+    r.exit_on_pause = True
+    r.state = RolloutState.RUNNING
+    launched: list[str] = []
+
+    def fake_launch(name: str) -> None:  # the procedure itself is d2's: here only what it tells the engine
+        launched.append(name)
+        if len(launched) == 1:
+            r._emit(GuardTimedOut(appliance=name, reason="peer esa03 work queue 9000 >= 5000"))
+        else:
+            r.records[name].state = State.DONE
+        r._wake.set()
+
+    r._launch = fake_launch  # type: ignore[method-assign]
+    await r._run_batch(["esa01", "esa02", "esa03", "esa04"])
+    assert r.state == RolloutState.PAUSED and r.outcome() == Outcome.PAUSED
+    assert r.pause_reason == f"guard: {launched[0]}: peer esa03 work queue 9000 >= 5000"
+    assert len(launched) == 1  # nothing else started
+    assert sorted(r._retries) == sorted(n for n in ("esa01", "esa02", "esa03", "esa04") if n != launched[0])

@@ -764,12 +764,12 @@ class Rollout:
             self._retries = []
             if self.state == RolloutState.ABORTED:
                 break
-            if self._pending_pause is not None:
-                reason, self._pending_pause = self._pending_pause, None
-                self._auto_pause(f"guard: {reason}")
+            self._take_pending_pause()
             if self.state == RolloutState.RUNNING:
                 blocked: list[str] = []
                 for name in list(waiting):
+                    if self._pending_pause is not None:
+                        break  # a guard timed out: nothing more starts
                     rec = self.records[name]
                     if rec.state not in (State.PENDING, State.RUNNING):
                         waiting.remove(name)  # skipped meanwhile
@@ -782,11 +782,11 @@ class Rollout:
                         self._launch(name)
                     else:
                         blocked.append(why)
-                if waiting and not self._running:
+                if not self._take_pending_pause() and waiting and not self._running:
                     if blocked:
                         # Nothing in flight will free capacity: a person has to resume listeners or raise the limit.
                         self._auto_pause(f"cannot start anything: {blocked[0]}")
-                    else:
+                    elif self.options.until is not None:
                         self._close_window()
             if not waiting and not self._running:
                 break
@@ -797,6 +797,14 @@ class Rollout:
         # Stopped early: whatever did not start stays pending and joins the next batch or pass.
         left = [n for n in waiting if self.records[n].state == State.PENDING]
         self._retries = left + [n for n in self._retries if n not in left]
+
+    def _take_pending_pause(self) -> bool:
+        """A guard timed out: the rollout pauses (an overloaded group is for the operator to judge)."""
+        if self._pending_pause is None:
+            return False
+        reason, self._pending_pause = self._pending_pause, None
+        self._auto_pause(f"guard: {reason}")
+        return True
 
     def _launch(self, name: str) -> None:
         spec = self.specs[name]
