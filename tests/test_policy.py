@@ -328,3 +328,16 @@ def test_serial_lock_is_kept_when_the_serial_is_learned_again(tmp_path: Path) ->
     assert refused is not None and refused.startswith("another segtui (")
     mine.release("esa01")
     assert other.acquire_serial("esa99", "SER-1") is None
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="changing a file's owner needs root")
+def test_state_dir_or_journal_of_another_user_refused(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    Journal.in_dir(state).close()
+    os.chown(state / "journal.sqlite", 65534, 65534)
+    with pytest.raises(InputError, match=r"journal.sqlite: the file is owned by \S+ with mode 0600"):
+        Journal.in_dir(state)
+    os.chown(state / "journal.sqlite", 0, 0)
+    os.chown(state, 65534, 65534)
+    with pytest.raises(InputError, match=r"the state directory is owned by \S+ with mode 0700"):
+        Journal.in_dir(state)

@@ -561,16 +561,15 @@ class Rollout:
         return f"{name}: {'queued to be re-probed' if reprobe else 'queued again'}"
 
     def override_guard(self, name: str, who: str | None = None) -> str:
+        """Let an appliance past the mail-flow guard it waits on, or its bake."""
         refusal = self.can("override_guard", name)
         if refusal is not None:
             return refusal
         proc, _ = self._running[name]
-        override = getattr(proc, "override_guard", None)
-        if override is None:
-            return f"{name}: no guard holds it"
+        if not proc.override_guard():
+            return f"{name}: no guard or bake is holding it"
         self._act("override-guard", name, who)
-        result = override()
-        return result if isinstance(result, str) else f"{name}: guard overridden"
+        return f"{name}: guard overridden"
 
     async def change_listeners(self, names: list[str], suspend: bool, who: str | None = None) -> dict[str, str]:
         """Suspend or resume listeners on appliances outside the procedure (operator action)."""
