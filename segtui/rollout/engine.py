@@ -211,11 +211,25 @@ class Rollout:
         self.batch_index = 0
         self.batch_total = len(self._plan)
 
-    def attach(self, rollout_id: int, who: str | None = None) -> None:
-        """Continue a journaled rollout after segtui stopped or crashed; an aborted one is refused."""
+    def attach(self, rollout_id: int, who: str | None = None, *, make_safe: bool = False) -> None:
+        """Continue a journaled rollout after segtui stopped or crashed; an aborted one is refused.
+
+        `make_safe`: for an aborted rollout whose segtui stopped before its appliances in flight were safe,
+        `run()` finishes only those (made safe before their upgrade, or through reboot and verify after it)
+        and starts nothing else; the rollout stays aborted.
+        """
         info = self.journal.rollout_info(rollout_id)
-        if info is not None and info.outcome == Outcome.ABORTED:
+        aborted = info is not None and info.outcome == Outcome.ABORTED
+        if aborted and not make_safe:
+            assert info is not None
             raise InputError([f"{info.describe()}; an aborted rollout is final: `segtui run` starts a new one"])
+        if aborted:
+            self.review(rollout_id)
+            self.journal.attach(rollout_id)
+            self._act("make-safe", None, who)
+            self._in_flight_first = [n for n, r in self.records.items() if r.state == State.RUNNING]
+            self._started.set()
+            return
         if info is not None and "_settings" in info.options:
             self._journal_extra["_settings"] = info.options["_settings"]
         self.journal.attach(rollout_id)
@@ -619,6 +633,8 @@ class Rollout:
             self.start()
         await self._started.wait()
         try:
+            if self.state == RolloutState.ABORTED and self._in_flight_first:
+                await self._make_in_flight_safe()
             while self.state != RolloutState.ABORTED:
                 if self.state == RolloutState.PAUSED:
                     if self.exit_on_pause:
@@ -655,6 +671,15 @@ class Rollout:
         finally:
             await self._wait_for_running()
         return self._finish()
+
+    async def _make_in_flight_safe(self) -> None:
+        """An aborted rollout's appliances caught in flight: each brought to a safe end, nothing new started."""
+        names, self._in_flight_first = self._in_flight_first, []
+        for name in names:
+            self._launch(name)
+            if name in self._running:
+                self._running[name][0].request_stop(Aborted(State.PENDING, "aborted earlier: made safe"))
+        await self._wait_for_running()
 
     def _batch_finished(self, names: list[str], failures: int, retries: bool) -> BatchFinished:
         states = [self.records[n].state.value for n in names]
