@@ -23,7 +23,7 @@ import asyncssh
 import pytest
 
 from segtui.asyncos.commands import Appliance
-from segtui.asyncos.errors import ApplianceError
+from segtui.asyncos.errors import ApplianceError, ParseError
 from segtui.asyncos.versions import Version
 from segtui.inventory import load_inventory
 from segtui.rollout.applock import ApplianceLocks
@@ -421,6 +421,8 @@ def test_appliance_problem_masks_the_fleets_secrets() -> None:
     text = appliance_problem(exc, redactor)
     assert TEST_PASSWORD not in text and "\x1b" not in text and "\n" not in text
     assert TEST_PASSWORD not in appliance_problem(RuntimeError(f"boom {TEST_PASSWORD}"), redactor)
+    garbled = appliance_problem(ParseError(f"not an AsyncOS version: '[/]{TEST_PASSWORD}[bold]'", "esa01"), redactor)
+    assert garbled.startswith("output not understood") and TEST_PASSWORD not in garbled
 
 
 # --- stage respects the machine-wide appliance locks (finding 9) ---------------------------------------------------
