@@ -98,10 +98,6 @@ class OtherOperator(ApplianceError):
     """Signs that someone else is at work on the appliance: refused before anything is changed."""
 
 
-# Refused before anything was changed on the appliance: flagged for a human, nothing to undo.
-HANDS_OFF = (IdentityChanged, OtherOperator)
-
-
 # Failures after which the appliance cannot be reached to resume it: flagged for a human.
 UNREACHABLE = (RebootTimeout, HostKeyRejected, AuthFailed)
 
@@ -321,8 +317,15 @@ class ApplianceProcedure:
             # segtui itself is shutting down: leave the journal as it is, `resume` continues.
             await self.client.close()
             raise
-        except HANDS_OFF as exc:
-            # Nothing was changed and nothing may be: not even a resume of listeners we did not suspend.
+        except IdentityChanged as exc:
+            # Another box: nothing may be done to it, not even a resume of listeners it never had from us.
+            self.rec.left_by_hand = self.left_by_hand()
+            self.set_state(State.NEEDS_ATTENTION, exc.message)
+            return State.NEEDS_ATTENTION
+        except OtherOperator as exc:
+            if self.rec.suspended_by_us or self.rec.pointed:
+                # Seen only once we had begun (e.g. `upgrade` says another upgrade is under way): undo ours.
+                return await self._make_safe(exc, State.NEEDS_ATTENTION, exc.message)
             self.set_state(State.NEEDS_ATTENTION, exc.message)
             return State.NEEDS_ATTENTION
         except GuardTimeout as exc:
