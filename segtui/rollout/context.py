@@ -82,7 +82,7 @@ class RolloutContext:
             host=spec.host,
             port=spec.port,
             credentials=Credentials(spec.username, spec.password, spec.key_file),
-            known_hosts=self.known_hosts[spec.known_hosts],
+            known_hosts=spec.known_hosts,  # a path: read anew at every connection attempt
             connect_timeout=ssh.connect_timeout,
             login_timeout=ssh.login_timeout,
             keepalive_interval=ssh.keepalive_interval,
