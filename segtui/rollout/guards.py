@@ -138,8 +138,8 @@ class BakeSample:
             t=t if t is not None else time.time(),
             status=status.system_status,
             queue=status.workqueue_messages,
-            received=getattr(status, "received", None),
-            completed=getattr(status, "completed", None),
+            received=status.received,
+            completed=status.completed,
         )
 
     def brief(self) -> str:

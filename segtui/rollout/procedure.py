@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -42,7 +41,7 @@ from segtui.rollout.events import (
 from segtui.rollout.guards import BakeFailed, BakeSample, CapacityGuard, GuardTimeout, bake
 from segtui.rollout.journal import ApplianceRecord
 from segtui.rollout.reboot import RebootPoller, RebootTimeout, WrongVersion
-from segtui.textsafe import strip_url_credentials
+from segtui.textsafe import one_line, strip_url_credentials
 
 T = TypeVar("T")
 
@@ -206,9 +205,8 @@ class ApplianceProcedure:
             {"command": self.ctx.clean(command), "question": question, "ts": time.time()}
         )
         self.save()
-        last = question.splitlines()[-1] if question else "?"
         verb = "stopping" if self.ctx.settings.dialogue.on_unknown_question == "stop" else "took its default"
-        self.note(f"`{command}` asked a question segtui does not know ({verb}): {last}", "warning")
+        self.note(f"`{command}` asked a question segtui does not know ({verb}): {one_line(question, 200)}", "warning")
 
     def _step_finished(self, step_id: int, step: Step, ok: bool, message: str = "") -> None:
         message = self.ctx.clean(message)
@@ -387,7 +385,7 @@ class ApplianceProcedure:
                 f"serial is now {info.serial}, but this rollout journaled {rec.serial} for {self.name}: "
                 f"the inventory entry reaches another appliance; nothing was done to it",
             )
-        hostname = _appliance_hostname(self.client)
+        hostname = self.client.hostname
         changed = (hostname is not None and hostname != rec.hostname) or (
             info.serial is not None and info.serial != rec.serial
         )
@@ -500,26 +498,21 @@ class ApplianceProcedure:
     async def _backup(self) -> None:
         remote = await self.client.saveconfig()
         directory = self.ctx.backup_dir / self.name
-        backup = await self.client.download(remote, directory, "config", **self._download_options())
+        cap = self.ctx.settings.backups.max_bytes
+        backup = await self.client.download(remote, directory, "config", max_bytes=cap)
         backups = [{"kind": "config", "path": str(backup.path), "sha256": backup.sha256, "remote": remote}]
         self.progress(Step.BACKUP, 0.5, f"config saved: {backup.path.name}")
         slbl = await self.client.slbl_export()
         if slbl is None:
             self.note("safelist/blocklist is off: nothing to back up")
         else:
-            sl = await self.client.download(slbl, directory, "safelist", **self._download_options())
+            sl = await self.client.download(slbl, directory, "safelist", max_bytes=cap)
             backups.append({"kind": "safelist", "path": str(sl.path), "sha256": sl.sha256, "remote": slbl})
         self.rec.backups = backups
         self.save()
 
-    def _download_options(self) -> dict[str, Any]:
-        # The driver's bounded download (issue 17) is being built in parallel: pass the cap once it exists.
-        if "max_bytes" in inspect.signature(self.client.download).parameters:
-            return {"max_bytes": self.ctx.settings.backups.max_bytes}
-        return {}
-
     def _hostname_for_cluster(self, op: str) -> str:
-        learned = _appliance_hostname(self.client)
+        learned = self.client.hostname
         if learned is not None and learned != self.rec.hostname:
             # A cluster member shows its own name only in machine mode, which the backup's commands entered.
             self.rec.hostname = learned
@@ -672,7 +665,8 @@ class ApplianceProcedure:
                 on_progress=on_progress,
                 before_confirm=before_confirm,
                 staged=staged,
-                **self._upgrade_rule(),
+                allowed=self.allowed_versions(),
+                current=Version.parse(rec.current) if rec.current is not None else None,
             )
         except UpgradeFailed as exc:
             # AsyncOS said the upgrade did not happen: nothing is under way.
@@ -694,16 +688,6 @@ class ApplianceProcedure:
             rec.hops.append(str(result.chosen))
             self.note(f"{self.ctx.target} not offered from {rec.current}: hop via {result.chosen}")
         self.save()
-
-    def _upgrade_rule(self) -> dict[str, Any]:
-        # The driver's hard rule (issue 11) is being built in parallel: pass the allowed releases once it exists.
-        params = inspect.signature(self.client.upgrade).parameters
-        options: dict[str, Any] = {}
-        if "allowed" in params:
-            options["allowed"] = self.allowed_versions()
-        if "current" in params and self.rec.current is not None:
-            options["current"] = Version.parse(self.rec.current)
-        return options
 
     async def _reboot_and_verify(self) -> None:
         rec = self.rec
@@ -910,16 +894,3 @@ class ApplianceProcedure:
         if state == State.PENDING:
             self.note(reason)
         return state
-
-
-def _appliance_hostname(client: Appliance) -> str | None:
-    """The appliance's own name: the driver's `Appliance.hostname` once it exists, else the prompt we saw."""
-    learned = getattr(client, "hostname", None)
-    if isinstance(learned, str) and learned:
-        return learned
-    label = client.prompt
-    if not label:
-        return None
-    if label.startswith("(Machine ") and label.endswith(")"):
-        return label[len("(Machine ") : -1]
-    return None if label.startswith("(") else label
