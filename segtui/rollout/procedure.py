@@ -411,6 +411,9 @@ class ApplianceProcedure:
             raise NotHealthy(self.name, f"system status is {status.system_status!r}")
         self.ctx.emit(WorkQueueDepth(appliance=self.name, depth=status.workqueue_messages, draining=False))
         signs: list[str] = []
+        # Suspended from segtui by this rollout's operator (the engine's change_listeners journals that), or
+        # accepted as suspended earlier in this rollout: theirs, not a stranger's.
+        known_suspended = rec.suspended_elsewhere or (rec.listeners == "suspended" and not rec.suspended_by_us)
         if rec.suspended_by_us and not status.receiving_suspended:
             # Journaled before the command, but segtui stopped before the appliance acted on it:
             # the truth is "receiving", so suspend again.
@@ -422,9 +425,8 @@ class ApplianceProcedure:
                 self.record_listeners("active")
             else:
                 self.record_listeners("suspended")
-                if rec.suspended_elsewhere or getattr(rec, "suspended_by_operator", False):
-                    # Suspended by this rollout's operator (or accepted so earlier in it): left as it is; we
-                    # drain, upgrade, and never resume it.
+                if known_suspended:
+                    # Left as it is: we drain, upgrade, and never resume it.
                     rec.suspended_elsewhere = True
                     self.note("receiving was already suspended: it stays suspended after the upgrade")
                 elif info.version < self.ctx.target:
