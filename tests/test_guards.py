@@ -220,3 +220,41 @@ async def test_abort_during_a_bake_ends_it_skipped_and_done(tmp_path: Path) -> N
         assert not fleet.nodes["esa01"].appliance.suspended
     finally:
         await fleet.stop()
+
+
+async def test_pause_during_a_bake_ends_it_skipped_and_done(tmp_path: Path) -> None:
+    fleet = await _fleet(tmp_path)
+    try:
+        from segtui.rollout.procedure import ApplianceProcedure
+
+        h = Harness(fleet, tmp_path, guards=GuardSettings(bake=600.0))
+        unpaused = asyncio.Event()
+        unpaused.set()
+        proc = ApplianceProcedure(h.ctx, h.rollout.specs["esa01"], h.rollout.records["esa01"], unpaused=unpaused)
+        task = asyncio.create_task(proc.run())
+        await wait_for(lambda: any(e.step == Step.BAKE for e in h.of(StepStarted, "esa01")), 60)
+        unpaused.clear()  # the operator pauses the rollout: the appliance is in service already
+        assert await asyncio.wait_for(task, 10) == State.DONE
+        rec = h.rollout.records["esa01"]
+        assert rec.bake is not None and rec.bake["verdict"] == "skipped" and "paused" in rec.bake["message"]
+    finally:
+        await fleet.stop()
+
+
+async def test_give_up_while_a_guard_waits(tmp_path: Path) -> None:
+    fleet = await _fleet(tmp_path, {"esa03": {"peer-overload"}})
+    try:
+        h = Harness(fleet, tmp_path, guards=GuardSettings(wait=120, bake=0))
+        peers_of(h)
+        proc = h.procedure("esa01")
+        task = asyncio.create_task(proc.run())
+        await wait_for(lambda: bool(h.of(GuardWaiting, "esa01")))
+        assert proc.give_up("peers will not recover tonight")
+        assert await asyncio.wait_for(task, 10) == State.NEEDS_ATTENTION
+        rec = h.rollout.records["esa01"]
+        # Left as it is, and said so: never suspended; its update settings still point at the local server.
+        assert not fleet.nodes["esa01"].appliance.suspended and rec.pointed
+        assert "updateconfig" in rec.left_by_hand and "resumelistener" not in rec.left_by_hand
+        assert rec.guard_waits[-1]["outcome"] == "stopped"
+    finally:
+        await fleet.stop()
