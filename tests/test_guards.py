@@ -12,6 +12,7 @@ from pathlib import Path
 from segtui.asyncos.parsers import StatusDetail
 from segtui.rollout.events import (
     BakeFinished,
+    BakeSampled,
     GuardTimedOut,
     GuardWaiting,
     State,
@@ -106,7 +107,7 @@ async def test_guard_waits_on_a_backed_up_peer_and_proceeds_when_it_drains(tmp_p
         task = asyncio.create_task(h.procedure("esa01").run())
         await wait_for(lambda: bool(h.of(GuardWaiting, "esa01")))
         waiting = h.of(GuardWaiting, "esa01")[0]
-        assert re.fullmatch(r"waiting: esa03 work queue 1\d,\d{3} > 5,000", waiting.reason), waiting.reason
+        assert re.fullmatch(r"esa03 work queue 1\d,\d{3} > 5,000", waiting.reason), waiting.reason
         rec = h.rollout.records["esa01"]
         assert rec.guard_waits and rec.guard_waits[0]["outcome"] == "waiting"
         assert h.rollout.journal.records()["esa01"].message.startswith("waiting: esa03")
@@ -179,6 +180,8 @@ async def test_bake_passes_on_a_healthy_appliance(tmp_path: Path) -> None:
         assert rec.bake["verdict"] == "passed", rec.bake["message"]
         assert len(rec.bake["samples"]) >= 2
         assert h.of(BakeFinished, "esa01")[0].verdict == rec.bake["verdict"]
+        sampled = h.of(BakeSampled, "esa01")
+        assert sampled and sampled[-1].sample.startswith("Online, queue") and sampled[-1].until > sampled[0].ts
         steps = [e.step for e in h.of(StepStarted, "esa01")]
         assert steps[-1] == Step.BAKE and steps.index(Step.RESTORE) < steps.index(Step.BAKE)
     finally:

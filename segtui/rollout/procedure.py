@@ -570,7 +570,7 @@ class ApplianceProcedure:
                 rec.guard_waits.append(entry)
             else:
                 entry["reason"] = reason
-            self.note(reason, "warning")
+            self.note(f"waiting: {reason}", "warning")
             self.save()
             self.ctx.emit(GuardWaiting(appliance=self.name, reason=reason, since=since))
 
@@ -798,7 +798,8 @@ class ApplianceProcedure:
                     queue=sample.queue,
                     received=sample.received,
                     completed=sample.completed,
-                    ends=ends,
+                    until=ends,
+                    sample=self.ctx.clean(sample.brief()),
                 )
             )
             span = max(1e-9, ends - started)
