@@ -8,8 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import asyncssh
-
 from segtui.asyncos.commands import Appliance, CommandTimeouts
 from segtui.asyncos.parsers import UpgradeSource
 from segtui.asyncos.session import ConnectOptions, Credentials, DialoguePolicy, Exchange, UnknownQuestionSink
@@ -39,7 +37,6 @@ class RolloutContext:
     target: Version
     journal: Journal
     emit: Callable[[RolloutEvent], None]
-    known_hosts: dict[Path, asyncssh.SSHKnownHosts] = field(default_factory=dict)
     handshakes: asyncio.Semaphore = field(init=False)  # from settings.ssh.max_handshakes
     staged: dict[str, Version] = field(default_factory=dict)  # images `segtui stage` left on appliances
     # Set by the engine: the peers of an appliance's capacity group that are in service right now.
@@ -52,8 +49,6 @@ class RolloutContext:
     def __post_init__(self) -> None:
         self.redactor = Redactor([a.password for a in self.inventory.appliances])
         self.redactor.add(urlsplit(self.inventory.update_server).password)
-        if not self.known_hosts:
-            self.known_hosts = self.inventory.load_known_hosts()
         self.handshakes = asyncio.Semaphore(self.settings.ssh.max_handshakes)
         for name, (state, version, _note) in self.journal.staged(str(self.inventory.path)).items():
             if state == "staged" and version:
