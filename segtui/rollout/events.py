@@ -215,6 +215,14 @@ def log_entry(event: RolloutEvent) -> tuple[str, str | None, str] | None:
         return "batch-end", None, event.summary or f"batch {event.index} finished: {event.failures} failure(s)"
     if isinstance(event, RolloutStateChanged):
         return "rollout", None, event.state.value + (f": {event.reason}" if event.reason else "")
+    if isinstance(event, GuardWaiting):
+        return "guard", event.appliance, event.reason
+    if isinstance(event, GuardTimedOut):
+        return "guard", event.appliance, f"guard gave up waiting: {event.reason}"
+    if isinstance(event, BakeFinished):
+        return "bake", event.appliance, f"bake {event.verdict}" + (f": {event.message}" if event.message else "")
+    if isinstance(event, IdentityLearned):
+        return "identity", event.appliance, f"hostname {event.hostname or '?'}, serial {event.serial or '?'}"
     if isinstance(event, OperatorActed):
         return "action", None, f"{event.who}: {event.action}" + (f" {event.target}" if event.target else "")
     return None
