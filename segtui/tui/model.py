@@ -53,6 +53,12 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
+def fmt_age(seconds: float) -> str:
+    """`12s`, `5m`, `2h`: the age of a reading, short enough for a table cell."""
+    s = int(seconds)
+    return f"{s}s" if s < 60 else (f"{s // 60}m" if s < 3600 else f"{s // 3600}h")
+
+
 def fmt_took(seconds: float) -> str:
     """`6m12s`, `48s`, `1h02m`: for outcomes."""
     s = int(seconds)
@@ -140,6 +146,7 @@ class FleetModel:
         self.rollout = rollout
         self.clock = clock
         self.rows: dict[str, Row] = {}
+        self.reboots: dict[str, RebootStatus] = {}
         for spec in rollout.inventory.appliances:
             row = Row(spec.name, spec.group, spec.cluster or "", host=spec.host, port=spec.port)
             rec = rollout.records.get(spec.name)
@@ -150,7 +157,6 @@ class FleetModel:
             if name in self.rows and self.rows[name].image == "-":
                 self.rows[name].image = "staged"
         self.dirty: set[str] = set(self.rows)
-        self.reboots: dict[str, RebootStatus] = {}
         self.fleet_depth: deque[int] = deque(maxlen=HISTORY)
         self.batch = (rollout.batch_index, rollout.batch_total)
         self.batch_members: tuple[str, ...] = ()

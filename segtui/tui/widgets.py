@@ -19,7 +19,7 @@ from textual.widgets import RichLog, Sparkline, Static
 
 from segtui.rollout.events import RolloutState
 from segtui.textsafe import one_line
-from segtui.tui.model import BAKE_STEP, GUARD_STEP, FleetModel, Row, fmt_duration
+from segtui.tui.model import BAKE_STEP, GUARD_STEP, FleetModel, Row, fmt_age, fmt_duration
 
 # State -> component class: the themes restyle them (high-contrast too); nothing here names a colour.
 STATE_CLASS = {
@@ -282,9 +282,9 @@ class FleetTable(ScrollView, can_focus=True):
         if row.depth is not None:
             age = m.depth_age(row) or 0.0
             if age > m.stale_after():
-                depth = Text(f"{row.depth} {fmt_duration(age)}", style=self._style("fleet-table--stale"))
+                depth = Text(f"{row.depth} {fmt_age(age)}", style=self._style("fleet-table--stale"))
             else:
-                depth = Text(f"{row.depth}" + (f" {int(age)}s" if age >= 5 else ""))
+                depth = Text(f"{row.depth}" + (f" {fmt_age(age)}" if age >= 5 else ""))
                 if row.draining:
                     depth.stylize(self._style("fleet-table--suspended"))
         progress = m.progress(row)
