@@ -71,6 +71,7 @@ class SegtuiApp(App[str]):
         ask_to_start: bool = False,
         watching: str | None = None,
         bell: bool = True,
+        feed: Any = None,
     ) -> None:
         super().__init__()
         self.rollout = rollout
@@ -87,6 +88,7 @@ class SegtuiApp(App[str]):
         self.outcome: str | None = None
         self._rollout_worker: Worker[str] | None = None
         self._panels_shown: bool | None = None  # None: by width
+        self.feed = feed  # `segtui watch`: polls the journal (segtui.tui.watch.JournalFeed)
 
     def notify(
         self,
@@ -131,6 +133,10 @@ class SegtuiApp(App[str]):
             self._rollout_worker = self.run_rollout_worker()
         if self.survey:
             self.survey_worker()
+        if self.feed is not None:
+            self.feed.model = self.model
+            self._poll_feed()
+            self.set_interval(0.5, self._poll_feed, name="journal-feed")
         if self.ask_to_start:
             self.call_after_refresh(self.action_go)
 
@@ -193,6 +199,11 @@ class SegtuiApp(App[str]):
         elif event.worker.group == "rollout" and event.state == WorkerState.SUCCESS:
             self.notify(f"rollout {event.worker.result}", timeout=10)
             self.repaint()
+
+    def _poll_feed(self) -> None:
+        self.feed.poll()
+        header = self.query_one(FleetHeader)
+        header.watching = self.feed.holder()
 
     # --- repaint -------------------------------------------------------------------------------
     def _tick(self) -> None:
