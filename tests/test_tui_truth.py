@@ -19,7 +19,7 @@ from segtui.rollout.events import (
 )
 from segtui.sim.model import vdotted
 from segtui.tui.app import SegtuiApp
-from segtui.tui.screens import ApplianceDetailScreen, ConfirmScreen
+from segtui.tui.screens import ApplianceDetailScreen, ConfirmScreen, TypeNameScreen
 from segtui.tui.widgets import EventLogPanel, FleetTable
 from tests.conftest import make_rollout, start_fleet
 from tests.test_tui_support import SIZE, drawn, make_static, screen_text, until
@@ -268,3 +268,41 @@ async def test_state_filter_with_a_count(tmp_path: Path) -> None:
         assert "2 of 6 match" in screen_text(app)
         finish(rollout, "esa01", State.FAILED, error="z")  # a new failure joins the filtered view
         await until(pilot, lambda: table.shown == ["esa01", "esa02", "esa05"])
+
+
+async def test_mail_flow_guards_on_screen(tmp_path: Path) -> None:
+    """`guard` with why, `baking` with time left and the latest sample, peers of out-of-service appliances, the
+    header's count, and `g` on a waiting appliance asks to override (typed name on production)."""
+    from dataclasses import dataclass
+
+    from segtui.rollout.events import ApplianceEvent
+
+    @dataclass(frozen=True, kw_only=True)
+    class GuardWaiting(ApplianceEvent):
+        reason: str
+
+    @dataclass(frozen=True, kw_only=True)
+    class BakeSampled(ApplianceEvent):
+        until: float
+        sample: str
+
+    rollout = make_static(tmp_path, "production")
+    clock = Clock()
+    app = SegtuiApp(rollout, run_rollout=False, clock=clock)
+    async with app.run_test(size=WIDE) as pilot:
+        rollout.start()
+        rollout._emit(StepStarted(appliance="esa01", step=Step.DRAIN, ts=T0))  # dc2 out of service
+        rollout._emit(WorkQueueDepth(appliance="esa03", depth=812, draining=False, ts=T0))  # its dc2 peer
+        rec = rollout.records["esa02"]
+        rec.state, rec.step = State.RUNNING, "guard"
+        rollout._emit(GuardWaiting(appliance="esa02", reason="esa04 work queue 12,340 > 5,000"))
+        rollout._emit(BakeSampled(appliance="esa04", until=T0 + 250, sample="queue 3, delivered +41"))
+        await until(pilot, lambda: cells(app, "esa02")["State"] == "guard")
+        assert cells(app, "esa02")["Last message"] == "waiting: esa04 work queue 12,340 > 5,000"
+        await until(pilot, lambda: cells(app, "esa04")["State"] == "baking 4:10")
+        assert "delivered +41" in cells(app, "esa04")["Last message"]
+        await until(pilot, lambda: "waiting on a guard 1" in drawn(app.query_one("#header")))
+        await until(pilot, lambda: "peers: esa03 812" in screen_text(app))
+        await pilot.press("down")  # esa02
+        await pilot.press("g")
+        assert isinstance(app.screen, TypeNameScreen) and "Override the mail-flow guard of esa02" in app.screen.question
