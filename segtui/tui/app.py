@@ -88,6 +88,7 @@ class SegtuiApp(App[str]):
         self.outcome: str | None = None
         self._rollout_worker: Worker[str] | None = None
         self._panels_shown: bool | None = None  # None: by width
+        self._applies: tuple[bool, ...] = ()
         self.feed = feed  # `segtui watch`: polls the journal (segtui.tui.watch.JournalFeed)
 
     def notify(
@@ -231,6 +232,10 @@ class SegtuiApp(App[str]):
         if batches.has_class("visible"):
             batches.refresh_from_model()
         self._status()
+        applies = tuple(self._why_not(k) is None for k in KEYS if k.actions)
+        if applies != self._applies:
+            self._applies = applies
+            self.refresh_bindings()  # the footer shows only the keys that apply now
         if self.model.bell_pending:
             if self.ring_bell:
                 self.bell()
@@ -269,14 +274,21 @@ class SegtuiApp(App[str]):
         key = BY_HANDLER.get(action)
         if key is not None and key.actions:
             # Hidden from the footer when it does not apply now; pressing it says why (on_key).
-            return actions.why_not(key, self.rollout, self.readonly, watching=self.watching is not None) is None
+            return self._why_not(key) is None
         return True
+
+    def _why_not(self, key: actions.Key) -> str | None:
+        try:
+            selected = self.query_one(FleetTable).selected_name()
+        except NoMatches:
+            selected = None
+        return actions.why_not(key, self.rollout, self.readonly, watching=self.watching is not None, selected=selected)
 
     def on_key(self, event: events.Key) -> None:
         key = BY_KEY.get(event.key)
         if key is None or not key.actions or not isinstance(self.screen, Screen) or self.screen.is_modal:
             return
-        why = actions.why_not(key, self.rollout, self.readonly, watching=self.watching is not None)
+        why = self._why_not(key)
         if why:
             event.stop()
             self.notify(why, severity="warning")

@@ -687,7 +687,11 @@ class BatchPanel(Static):
 
     def planned(self) -> list[list[str]]:
         r = self.model.rollout
-        queue = [n for n in getattr(r, "_queue", []) if not self.model.rows[n].final]
+        queue = [
+            n
+            for n in getattr(r, "_queue", [])
+            if n in self.model.rows and self.model.rows[n].state == "pending" and self.model.rows[n].batch is None
+        ]
         sizes = list(getattr(r, "_sizes", []) or [len(queue) or 1])
         out: list[list[str]] = []
         idx = len(self.model.batches)
