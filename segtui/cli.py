@@ -199,58 +199,18 @@ async def cmd_prepare(args: argparse.Namespace) -> int:
         return EXIT_OK if not missing else EXIT_FAILED
     if args.inventory is None or args.target is None:
         raise InputError(["prepare: needs --inventory FILE --target VERSION (or --unpack ZIP... --into DIR)"])
-    import httpx
-
     from segtui.rollout.context import RolloutContext
     from segtui.rollout.journal import Journal
-    from segtui.rollout.preflight import read_versions
-    from segtui.updates.prepare import BaseRelease, check_server
+    from segtui.rollout.preflight import prepare
+    from segtui.rollout.render import render_prepare
 
     settings = _settings(args)
     inventory = _inventory(args.inventory)
     target = _target(args.target)
     ctx = RolloutContext(inventory, settings, target, Journal(settings.state_dir / "journal.sqlite"), lambda e: None)
-    checks = await read_versions(ctx)
-    bases: dict[Any, BaseRelease] = {}
-    unreachable = []
-    for name, check in sorted(checks.items()):
-        if check.info is None:
-            unreachable.append(f"{name}: {check.problem}")
-            continue
-        info = check.info
-        if info.version >= target:
-            continue
-        base = bases.setdefault(info.version, BaseRelease(info.version))
-        if info.vln:
-            base.virtual.append((name, info.vln, info.model or "?"))
-        else:
-            base.serials.append((name, info.serial or "?"))
-    print(f"fetch_manifest requests for {inventory.name}, target {target}:")
-    for _version, base in sorted(bases.items()):
-        count = len(base.serials) + len(base.virtual)
-        print(f"\nBase release tag: {base.tag}  ({count} appliance{'s' if count != 1 else ''})")
-        if base.serials:
-            print(f"  physical appliances - Serial number(s): {', '.join(s for _, s in base.serials)}")
-            print(f"    ({', '.join(n for n, _ in base.serials)})")
-        for name, vln, model in base.virtual:
-            print(f"  virtual appliance {name} - Virtual license number (VLN): {vln}  Model: {model}")
-        print(f"  then the update server must hold: asyncos/{base.tag}.xml and the images it names")
-    async with httpx.AsyncClient() as client:
-        gaps, paths = await check_server(client, inventory.update_server, list(bases), target)
-    print(f"\nupdate server {inventory.update_server}:")
-    for version in sorted(bases):
-        if version in paths:
-            print(f"  ok   {version.tag()}.xml -> {' -> '.join(str(v) for v in paths[version])}")
-    if gaps:
-        print("\nmissing:")
-        print(f"  {'what':<36} {'url':<60} problem")
-        for gap in gaps:
-            print(f"  {gap.what:<36} {gap.url:<60} {gap.problem}")
-    for line in unreachable:
-        print(f"  unreachable appliance {line}")
-    ready = not gaps and not unreachable
-    print("\nready: nothing is missing" if ready else "\nnot ready: fetch and unpack what is missing")
-    return EXIT_OK if ready else EXIT_FAILED
+    prepared = await prepare(ctx)
+    print("\n".join(render_prepare(prepared, inventory.name, inventory.update_server, target)))
+    return EXIT_OK if prepared.ready else EXIT_FAILED
 
 
 async def cmd_serve_updates(args: argparse.Namespace) -> int:
@@ -352,7 +312,8 @@ async def cmd_sim(args: argparse.Namespace) -> int:
 async def cmd_check_plan(args: argparse.Namespace) -> int:
     from segtui.rollout.context import RolloutContext
     from segtui.rollout.journal import Journal
-    from segtui.rollout.preflight import plan_batches, plan_commands, preflight, read_versions
+    from segtui.rollout.preflight import plan_batches, preflight
+    from segtui.rollout.render import render_plan, render_preflight
 
     settings = _settings(args)
     inventory = _inventory(args.inventory)
@@ -361,33 +322,11 @@ async def cmd_check_plan(args: argparse.Namespace) -> int:
     ctx = RolloutContext(inventory, settings, target, journal, lambda e: None)
     if args.command == "check":
         result = await preflight(ctx)
-        for a in result.appliances:
-            path = " -> ".join(str(v) for v in a.path) if a.path else ("at target" if a.version == target else "")
-            status = "ok " if a.ok else "BAD"
-            print(f"{status} {a.name:<14} {a.version or '?'!s:<12} {path}{'  ' + a.problem if a.problem else ''}")
-        for url, state in result.manifests.items():
-            print(f"{'ok ' if state == 'ok' else 'BAD'} manifest {url}{'' if state == 'ok' else ': ' + state}")
-        print("pre-flight passed" if result.ok else "pre-flight refused: nothing was changed")
+        print("\n".join(render_preflight(result, target)))
         return EXIT_OK if result.ok else EXIT_PREFLIGHT
     options = _options(args, settings)
-    versions = {} if args.offline else await read_versions(ctx)
-    batches = plan_batches(ctx, options)
-    print(
-        f"plan: {inventory.name} ({inventory.environment}) to {target}, {len(batches)} batches, "
-        f"max {options.max_unavailable} unavailable per group, failure budget {options.max_fail}"
-    )
-    for i, names in enumerate(batches, start=1):
-        print(f"\nbatch {i}: {', '.join(names)}")
-        for name in names:
-            spec = inventory.by_name(name)
-            check = versions.get(name)
-            current = check.version if check else None
-            print(
-                f"  {name} ({spec.host}:{spec.port}, group {spec.group}"
-                f"{', cluster ' + spec.cluster if spec.cluster else ''}) {current or '?'} -> {target}"
-            )
-            for cmd in plan_commands(ctx, spec, current):
-                print(f"    {cmd}")
+    checks = None if args.offline else {a.name: a for a in (await preflight(ctx)).appliances}
+    print("\n".join(render_plan(ctx, options, plan_batches(ctx, options), checks)))
     return EXIT_OK
 
 
@@ -410,7 +349,7 @@ async def _execute(args: argparse.Namespace, rollout: Rollout, *, autostart: boo
         from segtui.headless import HeadlessPrinter
 
         printer = HeadlessPrinter(rollout)
-        outcome = await rollout.run(autostart=True)
+        outcome: str = await rollout.run(autostart=True)
         printer.summary()
     else:
         from segtui.tui.app import run_dashboard

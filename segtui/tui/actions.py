@@ -206,7 +206,7 @@ def unpause(rollout: Rollout, max_fail: str | None = None) -> str | None:
     fn = rollout.unpause
     try:
         if _accepts(fn, "max_fail"):
-            fn(who=operator(), max_fail=max_fail)  # type: ignore[call-arg]
+            fn(who=operator(), max_fail=max_fail)
         else:
             if max_fail is not None:
                 from segtui.rollout.batches import parse_failure_budget
