@@ -46,6 +46,8 @@ def finish(rollout: Rollout, name: str, state: State, *, error: str | None = Non
     rec.version_before = "15.0.0-104"
     rec.current = "16.0.0-123" if state == State.DONE else "15.0.0-104"
     rec.error = error
+    rec.started = rec.started or T0
+    rec.finished = ts
     rollout._emit(ApplianceStateChanged(appliance=name, state=state, version=rec.current, error=error, ts=ts))
 
 
@@ -273,18 +275,7 @@ async def test_state_filter_with_a_count(tmp_path: Path) -> None:
 async def test_mail_flow_guards_on_screen(tmp_path: Path) -> None:
     """`guard` with why, `baking` with time left and the latest sample, peers of out-of-service appliances, the
     header's count, and `g` on a waiting appliance asks to override (typed name on production)."""
-    from dataclasses import dataclass
-
-    from segtui.rollout.events import ApplianceEvent
-
-    @dataclass(frozen=True, kw_only=True)
-    class GuardWaiting(ApplianceEvent):
-        reason: str
-
-    @dataclass(frozen=True, kw_only=True)
-    class BakeSampled(ApplianceEvent):
-        until: float
-        sample: str
+    from segtui.rollout.events import BakeSampled, GuardWaiting
 
     rollout = make_static(tmp_path, "production")
     clock = Clock()
@@ -295,12 +286,16 @@ async def test_mail_flow_guards_on_screen(tmp_path: Path) -> None:
         rollout._emit(WorkQueueDepth(appliance="esa03", depth=812, draining=False, ts=T0))  # its dc2 peer
         rec = rollout.records["esa02"]
         rec.state, rec.step = State.RUNNING, "guard"
-        rollout._emit(GuardWaiting(appliance="esa02", reason="esa04 work queue 12,340 > 5,000"))
-        rollout._emit(BakeSampled(appliance="esa04", until=T0 + 250, sample="queue 3, delivered +41"))
+        rollout._running["esa02"] = (None, None)  # type: ignore[assignment]  # in flight, as the engine sees it
+        rollout._emit(GuardWaiting(appliance="esa02", reason="esa04 work queue 12,340 > 5,000", since=T0))
+        rollout._emit(StepStarted(appliance="esa04", step=Step.BAKE, ts=T0))
+        rollout._emit(
+            BakeSampled(appliance="esa04", status="Online", queue=3, received=120, completed=161, ends=T0 + 250)
+        )
         await until(pilot, lambda: cells(app, "esa02")["State"] == "guard")
         assert cells(app, "esa02")["Last message"] == "waiting: esa04 work queue 12,340 > 5,000"
         await until(pilot, lambda: cells(app, "esa04")["State"] == "baking 4:10")
-        assert "delivered +41" in cells(app, "esa04")["Last message"]
+        assert "Online, queue 3, completed 161" in cells(app, "esa04")["Last message"]
         await until(pilot, lambda: "waiting on a guard 1" in drawn(app.query_one("#header")))
         await until(pilot, lambda: "peers: esa03 812" in screen_text(app))
         await pilot.press("down")  # esa02

@@ -168,6 +168,7 @@ class FleetModel:
         self.paused_since: float | None = None
         self.bell_pending = 0
         self.survey_running = False
+        self.external_log = False
         rollout.subscribe(self.on_event)
 
     # --- state of one appliance ---------------------------------------------------------------------
@@ -244,7 +245,23 @@ class FleetModel:
         return row.depth if age is not None and age <= self.stale_after() else None
 
     # --- events -------------------------------------------------------------------------------------
-    def _log(self, kind: str, text: str, appliance: str | None = None, level: str = "info", ts: float = 0) -> None:
+    def journal_entry(self, ts: float, kind: str, text: str, appliance: str | None, level: str) -> None:
+        """`segtui watch`: the driver's own event log, read from the journal, replaces the one folded here."""
+        self.external_log = True
+        self._log(kind, text, appliance, level, ts, external=True)
+
+    def _log(
+        self,
+        kind: str,
+        text: str,
+        appliance: str | None = None,
+        level: str = "info",
+        ts: float = 0,
+        *,
+        external: bool = False,
+    ) -> None:
+        if self.external_log and not external:
+            return
         self.log.append(LogEntry(ts or self.clock(), kind, one_line(text), appliance, level))
         self.log_version += 1
 
@@ -326,9 +343,23 @@ class FleetModel:
             self.header_dirty = True
         elif kind == "BakeSampled" and row:
             row.state = BAKE_STEP if not row.final else row.state
-            until = getattr(event, "until", None)
-            row.bake_until = float(until) if until is not None else row.bake_until
-            row.bake_sample = str(getattr(event, "sample", ""))
+            ends = getattr(event, "ends", None)
+            row.bake_until = float(ends) if ends is not None else row.bake_until
+            sample = f"{getattr(event, 'status', '?')}, queue {getattr(event, 'queue', '?')}"
+            completed = getattr(event, "completed", None)
+            row.bake_sample = sample + (f", completed {completed}" if completed is not None else "")
+            queue = getattr(event, "queue", None)
+            if isinstance(queue, int):
+                row.depth, row.depth_ts, row.draining = queue, event.ts, False
+                row.depth_history.append(queue)
+        elif kind == "BakeFinished" and row:
+            verdict = str(getattr(event, "verdict", ""))
+            message = str(getattr(event, "message", ""))
+            row.bake_until = None
+            level = "error" if verdict == "failed" else "info"
+            self._log("bake", f"bake {verdict}" + (f": {message}" if message else ""), row.name, level, event.ts)
+        elif kind == "GuardTimedOut" and row:
+            self._log("guard", f"guard timed out: {getattr(event, 'reason', '')}", row.name, "warning", event.ts)
         elif kind == "IdentityLearned" and row:
             row.hostname = getattr(event, "hostname", None) or row.hostname
             row.serial = getattr(event, "serial", None) or row.serial

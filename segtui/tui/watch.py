@@ -19,7 +19,9 @@ from segtui.rollout.engine import Rollout, RolloutOptions
 from segtui.rollout.events import (
     ApplianceStateChanged,
     ListenersChanged,
+    RolloutEvent,
     RolloutState,
+    RolloutStateChanged,
     State,
     Step,
     StepStarted,
@@ -79,6 +81,7 @@ class JournalFeed:
         self.last_action = 0
         self.updated: dict[str, float] = {}
         self.outcome: str | None = None
+        self.last_event = 0
         self.model: Any = None  # the dashboard's FleetModel, set when the app is built
 
     def holder(self) -> str:
@@ -99,6 +102,18 @@ class JournalFeed:
             f"driven by {info.get('who', '?')} (pid {info.get('pid', '?')}, {info.get('command', '?')}) since {when}"
         )
 
+    def _emit(self, event: RolloutEvent) -> None:
+        """To the dashboard only: the engine's own `_emit` would write to the journal."""
+        for callback in self.rollout._subscribers:
+            callback(event)
+
+    def _set_state(self, state: RolloutState, reason: str = "") -> None:
+        r = self.rollout
+        r.state = state
+        if state == RolloutState.PAUSED:
+            r.pause_reason = reason
+        self._emit(RolloutStateChanged(state=state, reason=reason))
+
     def poll(self) -> None:
         r = self.rollout
         db = self.journal.db
@@ -110,6 +125,7 @@ class JournalFeed:
                 (rid, self.last_action),
             ).fetchall()
             head = db.execute("SELECT outcome FROM rollouts WHERE id = ?", (rid,)).fetchone()
+            log = self._events()
         except sqlite3.Error:
             return  # a writer mid-checkpoint: the next poll reads it
         for name, text, updated in rows:
@@ -123,43 +139,62 @@ class JournalFeed:
             self._record(name, rec)
         for aid, ts, who, action, target in actions:
             self.last_action = int(aid)
-            if self.model is not None and action != "created":
+            if self.model is not None and action != "created" and log is None:
                 self.model.operator_acted(str(action), target, str(who))
             state = _STATE_OF_ACTION.get(str(action))
             if state is not None and state != r.state:
                 if state == RolloutState.RUNNING and r.started_at is None:
                     r.started_at = float(ts)
-                r._set_state(state, f"by {who}" if state != RolloutState.RUNNING else "")
+                self._set_state(state, str(target or f"by {who}") if state == RolloutState.PAUSED else "")
+        if log and self.model is not None:
+            for row in log:
+                self.last_event = row.id
+                level = (
+                    "error" if row.kind in ("failure", "error") else ("warning" if row.kind == "warning" else "info")
+                )
+                self.model.journal_entry(row.ts, row.kind, row.text, row.appliance, level)
         outcome = head[0] if head else None
         if outcome != self.outcome:
             self.outcome = outcome
             if outcome == "aborted" and r.state != RolloutState.ABORTED:
-                r._set_state(RolloutState.ABORTED, "aborted")
+                self._set_state(RolloutState.ABORTED, "aborted")
             elif outcome and outcome != "aborted" and r.state != RolloutState.DONE:
-                r._set_state(RolloutState.DONE, str(outcome))
+                self._set_state(RolloutState.DONE, str(outcome))
+            elif outcome is None and r.state == RolloutState.DONE:
+                self._set_state(RolloutState.RUNNING)  # taken up again (resume, or a retry after the end)
+
+    def _events(self) -> list[Any] | None:
+        """The driver's event log after the last one read; None from a journal without one."""
+        reader = getattr(self.journal, "events", None)
+        if reader is None:
+            return None
+        try:
+            rows: list[Any] = reader(self.journal.rollout_id, self.last_event)
+        except sqlite3.OperationalError:
+            return None
+        return rows
 
     def _record(self, name: str, rec: ApplianceRecord) -> None:
         r = self.rollout
         old = r.records.get(name)
         r.records[name] = rec
         if old is not None and old.listeners != rec.listeners:
-            r._emit(ListenersChanged(appliance=name, listeners=rec.listeners))
+            self._emit(ListenersChanged(appliance=name, listeners=rec.listeners))
         if rec.state == State.RUNNING and rec.step and (old is None or old.step != rec.step):
             try:
-                r._emit(StepStarted(appliance=name, step=Step(rec.step), ts=rec.started or time.time()))
+                self._emit(StepStarted(appliance=name, step=Step(rec.step), ts=rec.started or time.time()))
             except ValueError:
                 pass  # a step this dashboard does not know yet: the record below still shows it
-        if old is None or old.state != rec.state:
-            if rec.state != State.RUNNING:
-                r._emit(
-                    ApplianceStateChanged(
-                        appliance=name,
-                        state=rec.state,
-                        version=rec.current,
-                        error=rec.error,
-                        ts=rec.finished or time.time(),
-                    )
+        if (old is None or old.state != rec.state) and rec.state != State.RUNNING:
+            self._emit(
+                ApplianceStateChanged(
+                    appliance=name,
+                    state=rec.state,
+                    version=rec.current,
+                    error=rec.error,
+                    ts=rec.finished or time.time(),
                 )
+            )
         if self.model is not None and name in self.model.rows:
             self.model.apply_record(self.model.rows[name], rec)
             self.model.dirty.add(name)
@@ -189,12 +224,16 @@ async def run_watch(journal_path: Path, inventory: Inventory, settings: Settings
     """`segtui watch`: 0 when the operator quits, 2 when there is nothing to watch (one line on stderr)."""
     import sys
 
+    from segtui.errors import InputError
     from segtui.tui.app import SegtuiApp
 
     try:
         rollout, feed = watch_rollout(journal_path, inventory, settings)
     except WatchError as exc:
         print(f"segtui: {exc}", file=sys.stderr)
+        return 2
+    except InputError as exc:
+        print(f"segtui: {one_line(exc.problems[0] if exc.problems else str(exc))}", file=sys.stderr)
         return 2
     app = SegtuiApp(
         rollout,

@@ -668,7 +668,8 @@ class BatchPanel(Static):
                 text.append(" ")
             text.append("\n")
         planned = self.planned()
-        for i, names in enumerate(planned, start=(m.batches[-1].index if m.batches else current) + 1):
+        first = max((b.index for b in m.batches), default=current) + 1
+        for i, names in enumerate(planned, start=first):
             text.append(f"  batch {i} (planned): ", style="dim")
             text.append(" ".join(names) + "\n", style="dim")
         if not text:
@@ -686,20 +687,17 @@ class BatchPanel(Static):
         }.get(state, "bold cyan")
 
     def planned(self) -> list[list[str]]:
-        r = self.model.rollout
-        queue = [
-            n
-            for n in getattr(r, "_queue", [])
-            if n in self.model.rows and self.model.rows[n].state == "pending" and self.model.rows[n].batch is None
-        ]
-        sizes = list(getattr(r, "_sizes", []) or [len(queue) or 1])
+        """The batches still to come, from the rollout's plan: pending appliances not yet in a started batch."""
+        m = self.model
+        r = m.rollout
+        plan_of = getattr(r, "batches", None)
+        plan: list[list[str]] = plan_of() if callable(plan_of) else []
+        started = max((b.index for b in m.batches), default=m.batch[0])
         out: list[list[str]] = []
-        idx = len(self.model.batches)
-        while queue:
-            size = max(1, sizes[min(idx, len(sizes) - 1)])
-            out.append(queue[:size])
-            queue = queue[size:]
-            idx += 1
+        for names in plan[started:]:
+            left = [n for n in names if n in m.rows and m.rows[n].state == "pending" and m.rows[n].batch is None]
+            if left:
+                out.append(left)
         return out
 
     def refresh_from_model(self) -> None:
