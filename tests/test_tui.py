@@ -353,7 +353,8 @@ def test_demo_in_a_real_terminal_under_tmux(tmp_path: Path) -> None:
     )
     term = TmuxSession("segtui-demo", cmd, 170, 45)
     try:
-        s = term.wait_for("[ready]")
+        term.wait_for("[ready]")
+        s = term.wait_for("Reboot polling")  # the panels, once the terminal's width (170) has reached the app
         assert "LAB · sim-lab" in s and "esa01" in s and "esa04" in s and "Reboot polling" in s
         term.keys("g")
         term.wait_for("Start the rollout of 4 appliances")

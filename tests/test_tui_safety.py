@@ -153,7 +153,7 @@ async def test_hostile_fleet_names_are_shown_and_typed_as_written(tmp_path: Path
 async def test_appliance_text_with_markup_never_crashes_a_notification(tmp_path: Path) -> None:
     rollout = make_static(tmp_path)
 
-    async def hostile(names: list[str], suspend: bool) -> dict[str, str]:
+    async def hostile(names: list[str], suspend: bool, who: str | None = None) -> dict[str, str]:
         return {n: "listener [/] IncomingMail: [bold]not suspended" for n in names}
 
     rollout.change_listeners = hostile  # type: ignore[method-assign]

@@ -322,6 +322,7 @@ class SegtuiApp(App[str]):
             if not ok:
                 return
             result = then()
+            self._continue_if_taken_up()
             if not hasattr(rollout_events, "OperatorActed"):
                 self.model.operator_acted(action_id, name, operator())
             if isinstance(result, str) and result:
@@ -334,6 +335,18 @@ class SegtuiApp(App[str]):
             self.push_screen(ConfirmScreen(question), done)
         else:
             done(True)
+
+    def _continue_if_taken_up(self) -> None:
+        """A retry after the end takes the rollout up again: its worker runs again."""
+        worker = self._rollout_worker
+        if (
+            self.run_rollout
+            and worker is not None
+            and worker.is_finished
+            and self.rollout.state == RolloutState.RUNNING
+        ):
+            self.outcome = None
+            self._rollout_worker = self.run_rollout_worker()
 
     def _table(self) -> FleetTable:
         return self.query_one(FleetTable)
