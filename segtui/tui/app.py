@@ -445,8 +445,12 @@ class SegtuiApp(App[str]):
         row = self.model.rows[name]
         if row.state == "needs-attention":
             question = f"Give up on {name}? It stays as it is, for a person to finish by hand."
+        elif row.state == "reboot":
+            question = (
+                f"Give up on {name}'s reboot? It becomes needs-attention (left for a person); the rest continues."
+            )
         elif row.in_flight:
-            question = f"Give up on {name} (now: {row.state})? It becomes needs-attention; the rest continues."
+            question = f"Skip {name} (now: {row.state})? It is made safe and left on its version."
         else:
             question = f"Skip {name}?"
         self._operate("skip", question, lambda: actions.per_appliance(r, "skip", name), name=name)
