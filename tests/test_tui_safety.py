@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from segtui.rollout.events import ApplianceStateChanged, RolloutState, State
+from segtui.rollout.events import ApplianceStateChanged, RolloutState, State, Step, StepStarted
 from segtui.tui.app import SegtuiApp, make_dashboard
 from segtui.tui.screens import BudgetScreen, ConfirmScreen, HelpScreen, TypeNameScreen
 from segtui.tui.widgets import FleetTable
@@ -103,6 +103,11 @@ async def test_per_appliance_keys_say_not_allowed_before_asking(tmp_path: Path) 
         await pilot.press("n")
         await pilot.press("x")
         assert isinstance(app.screen, ConfirmScreen) and "Give up on esa01" in app.screen.question
+        await pilot.press("n")
+        # a hung reboot can be given up on: x asks, and says what it does
+        rollout._emit(StepStarted(appliance="esa02", step=Step.REBOOT))
+        await pilot.press("down", "x")
+        assert isinstance(app.screen, ConfirmScreen) and "Give up on esa02's reboot" in app.screen.question
         await pilot.press("n")
 
 
