@@ -301,3 +301,31 @@ async def test_mail_flow_guards_on_screen(tmp_path: Path) -> None:
         await pilot.press("down")  # esa02
         await pilot.press("g")
         assert isinstance(app.screen, TypeNameScreen) and "Override the mail-flow guard of esa02" in app.screen.question
+
+
+async def test_a_retry_pass_adds_no_batch(tmp_path: Path) -> None:
+    rollout = make_static(tmp_path)
+    app = SegtuiApp(rollout, run_rollout=False)
+    async with app.run_test(size=SIZE) as pilot:
+        rollout.start()
+        rollout._emit(BatchStarted(index=2, total=2, appliances=("esa03", "esa04")))
+        rollout._emit(BatchFinished(index=2, failures=0))
+        rollout._emit(BatchStarted(index=2, total=2, appliances=("esa01",), retries=True))
+        await pilot.press("b")
+        await until(pilot, lambda: "retries: under way" in drawn(app.query_one("#batches")))
+        header = drawn(app.query_one("#header"))
+        assert "batch 2 of 2" in header and "batch 3" not in header
+        assert "batch 2: 0/2 done" in drawn(app.query_one("#batches"))  # the real batch 2 is still listed
+
+
+async def test_the_concurrency_cap_is_said(tmp_path: Path) -> None:
+    base = make_static(tmp_path)
+    rollout = Rollout(
+        base.inventory, base.settings, base.target, base.journal, RolloutOptions(batch="100%", concurrency=2)
+    )
+    rollout.begin()
+    app = SegtuiApp(rollout, run_rollout=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: "2 at a time (concurrency cap)" in drawn(app.query_one("#header")))
+        await pilot.press("g")
+        assert isinstance(app.screen, ConfirmScreen) and "At most 2 at a time" in app.screen.question

@@ -130,6 +130,7 @@ class BatchInfo:
     started: float
     finished: float | None = None
     failures: int | None = None
+    retries: bool = False  # the final pass of retried appliances
 
 
 @dataclass
@@ -389,21 +390,24 @@ class FleetModel:
             self.bell_pending += 1
 
     def _batch_started(self, event: BatchStarted) -> None:
-        self.batch = (event.index, event.total)
+        retries = bool(getattr(event, "retries", False))
         self.batch_members = event.appliances
         self.header_dirty = True
-        # A retry joining the rollout may restart numbering: one entry per index.
-        self.batches = [b for b in self.batches if b.index != event.index]
-        self.batches.append(BatchInfo(event.index, event.appliances, event.ts))
+        if not retries:  # the pass of retried appliances is not a batch: the numbering stays
+            self.batch = (event.index, event.total)
+        self.batches = [b for b in self.batches if (b.index, b.retries) != (event.index, retries)]
+        self.batches.append(BatchInfo(event.index, event.appliances, event.ts, retries=retries))
         for n in event.appliances:
             if n in self.rows:
                 self.rows[n].batch = event.index
                 self.dirty.add(n)
-        self._log("batch", f"batch {event.index} of {event.total} started: {', '.join(event.appliances)}", ts=event.ts)
+        what = "retries" if retries else f"batch {event.index} of {event.total}"
+        self._log("batch", f"{what} started: {', '.join(event.appliances)}", ts=event.ts)
 
     def _batch_finished(self, event: BatchFinished) -> None:
+        retries = bool(getattr(event, "retries", False))
         for b in self.batches:
-            if b.index == event.index:
+            if (b.index, b.retries) == (event.index, retries):
                 b.finished = event.ts
                 b.failures = event.failures
                 self._log("batch", self.batch_summary(b), None, "error" if event.failures else "info", event.ts)
@@ -412,7 +416,7 @@ class FleetModel:
         states = [self.rows[n].state for n in b.members if n in self.rows]
         done = states.count(State.DONE.value)
         took = fmt_took(b.finished - b.started) if b.finished else ""
-        parts = [f"batch {b.index}: {done}/{len(b.members)} done"]
+        parts = [f"{'retries' if b.retries else f'batch {b.index}'}: {done}/{len(b.members)} done"]
         for s in (State.FAILED.value, State.NEEDS_ATTENTION.value, State.SKIPPED.value):
             if states.count(s):
                 parts.append(f"{states.count(s)} {s}")

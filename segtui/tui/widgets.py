@@ -654,12 +654,12 @@ class BatchPanel(Static):
         text = Text()
         current = m.batch[0]
         for b in m.batches:
-            mark = "▶ " if b.index == current and b.finished is None else "  "
+            mark = "▶ " if b.finished is None else "  "
             text.append(mark, style="bold cyan")
             if b.finished is not None:
                 text.append(m.batch_summary(b), style="red" if b.failures else "green")
             else:
-                text.append(f"batch {b.index}: under way", style="bold cyan")
+                text.append("retries: under way" if b.retries else f"batch {b.index}: under way", style="bold cyan")
             text.append(": ")
             for n in b.members:
                 row = m.rows.get(n)
@@ -668,7 +668,7 @@ class BatchPanel(Static):
                 text.append(" ")
             text.append("\n")
         planned = self.planned()
-        first = max((b.index for b in m.batches), default=current) + 1
+        first = max((b.index for b in m.batches if not b.retries), default=current) + 1
         for i, names in enumerate(planned, start=first):
             text.append(f"  batch {i} (planned): ", style="dim")
             text.append(" ".join(names) + "\n", style="dim")
@@ -692,7 +692,7 @@ class BatchPanel(Static):
         r = m.rollout
         plan_of = getattr(r, "batches", None)
         plan: list[list[str]] = plan_of() if callable(plan_of) else []
-        started = max((b.index for b in m.batches), default=m.batch[0])
+        started = max((b.index for b in m.batches if not b.retries), default=m.batch[0])
         out: list[list[str]] = []
         for names in plan[started:]:
             left = [n for n in names if n in m.rows and m.rows[n].state == "pending" and m.rows[n].batch is None]
