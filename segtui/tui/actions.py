@@ -69,7 +69,7 @@ KEYS: tuple[Key, ...] = (
         "s",
         "suspend_listeners",
         ACTIONS["suspend_listeners"].title,
-        ACTIONS["suspend_listeners"].description,
+        f"{ACTIONS['suspend_listeners'].title.lower()} {ACTIONS['suspend_listeners'].description}",
         ("suspend_listeners",),
         short="Suspend",
     ),
@@ -78,7 +78,7 @@ KEYS: tuple[Key, ...] = (
         "r",
         "resume_listeners",
         ACTIONS["resume_listeners"].title,
-        ACTIONS["resume_listeners"].description,
+        f"{ACTIONS['resume_listeners'].title.lower()} {ACTIONS['resume_listeners'].description}",
         ("resume_listeners",),
         short="Resume",
     ),
@@ -134,6 +134,22 @@ KEYS: tuple[Key, ...] = (
 )
 BY_HANDLER: dict[str, Key] = {k.handler: k for k in KEYS}
 BY_KEY: dict[str, Key] = {k.key: k for k in KEYS}
+
+
+def markdown_table(production: bool = False) -> str:
+    """The README's key table, from the same rows as `?` (so the two cannot disagree)."""
+    from segtui.rollout.controls import Gate, gate_for
+
+    lines = ["| Key | What it does | Asks |", "|---|---|---|"]
+    for key in KEYS:
+        gates = {gate_for(a, production) for a in key.operator_actions()}
+        asks = "fleet name (production)" if Gate.TYPE_NAME in gates else ("`y`" if Gate.CONFIRM in gates else "")
+        if key.operator_actions() and not production:
+            capacity = any(a.capacity for a in key.operator_actions())
+            asks = "`y`; fleet name on production" if capacity else asks
+        lines.append(f"| `{key.shown}` | {key.description} | {asks} |")
+    lines.append("| `ctrl+p` | command palette: the same actions, the same questions | as the key |")
+    return "\n".join(lines)
 
 
 def bindings() -> list[Binding]:

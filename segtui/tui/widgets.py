@@ -1,4 +1,4 @@
-"""Dashboard widgets: FleetHeader, FleetTable, WorkQueuePanel, UpgradeProgressPanel, RebootPanel."""
+"""Dashboard widgets: header, fleet table, work-queue, progress and reboot panels, event log, batch view."""
 
 from __future__ import annotations
 
