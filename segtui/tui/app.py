@@ -123,8 +123,6 @@ class SegtuiApp(App[str]):
         self._apply_theme(self.theme_name)
         if self.rollout.inventory.production:
             self.sub_title = "PRODUCTION"
-        if self.readonly:
-            self.add_class("readonly")
         self._layout_for(self.size.width)
         self.query_one(FleetTable).focus()
         self.repaint()
@@ -145,6 +143,8 @@ class SegtuiApp(App[str]):
         self._layout_for(event.size.width)
 
     def _layout_for(self, width: int) -> None:
+        if not self.query("#panels"):
+            return  # closing
         narrow = width < NARROW
         self.set_class(narrow, "narrow")
         shown = self._panels_shown if self._panels_shown is not None else not narrow
@@ -214,9 +214,12 @@ class SegtuiApp(App[str]):
     def repaint(self) -> None:
         """At a steady few Hz: fold all events since the last paint into the widgets at once."""
         try:
-            table = self.query_one(FleetTable)
+            self._repaint()
         except NoMatches:  # the app is closing: its widgets are gone before its timers stop
             return
+
+    def _repaint(self) -> None:
+        table = self.query_one(FleetTable)
         table.repaint(self.model.take_dirty())
         self.query_one(FleetHeader).refresh_from_model()
         if self.query_one("#panels").display:
