@@ -356,3 +356,15 @@ def test_one_lock_per_address_whatever_its_spelling(spellings: tuple[str, ...]) 
 
     assert len({lock_key(h, 22) for h in spellings}) == 1, spellings
     assert lock_key(spellings[0], 22) != lock_key(spellings[0], 2222)
+
+
+def test_an_untrusted_lock_directory_refuses_when_the_locks_are_made(tmp_path: Path) -> None:
+    # The engine makes its locks when the rollout is built, before anything is journaled.
+    shared = tmp_path / "locks"
+    shared.mkdir()
+    os.chmod(shared, 0o777)  # others could plant or remove locks in it
+    settings = Settings().model_copy(update={"locks": LockSettings(dir=shared)})
+    with pytest.raises(InputError) as refused:
+        ApplianceLocks(settings, "fleet.toml -> 16.0.0-123")
+    (line,) = refused.value.problems
+    assert "appliance lock directory (locks.dir)" in line and "0777" in line

@@ -56,7 +56,8 @@ class ApplianceLocks:
     """Takes and gives back the lock of each appliance a procedure works on."""
 
     def __init__(self, settings: Settings, description: str) -> None:
-        self.dir = lock_dir(settings)
+        # Checked here, before any rollout begins: a lock directory we cannot trust refuses at once, not mid-rollout.
+        self.dir = ensure_state_dir(lock_dir(settings), "the appliance lock directory (locks.dir)")
         self.description = description  # e.g. the inventory and rollout, written into the lock for the holder's name
         self._held: dict[str, FileLock] = {}
 
@@ -64,7 +65,6 @@ class ApplianceLocks:
         """None when this process now holds it; else a one-line reason naming the other holder."""
         if name in self._held:
             return None
-        ensure_state_dir(self.dir)
         lock = FileLock(self.dir / lock_key(host, port), {"appliance": f"{host}:{port}", "rollout": self.description})
         holder = lock.try_acquire()
         if holder is not None:
