@@ -79,6 +79,7 @@ class Answer:
     `after` restricts the answer to the question right after one matching that pattern (e.g. the host that belongs
     to the AsyncOS question, not to another service's); `times` limits how often it is used in one command.
     `defaults_only` answers only questions that have a default (`[...]> `), never a password question.
+    `when(question)` must be true for the answer to apply (e.g. only before a release was chosen).
     """
 
     pattern: str
@@ -86,8 +87,11 @@ class Answer:
     after: str | None = None
     times: int | None = None
     defaults_only: bool = False
+    when: Callable[[str], bool] | None = None
 
     def matches(self, question: str, previous: str) -> bool:
+        if self.when is not None and not self.when(question):
+            return False
         if self.after is not None and not re.search(self.after, previous, re.IGNORECASE | re.DOTALL):
             return False
         return re.search(self.pattern, question, re.IGNORECASE | re.DOTALL) is not None
