@@ -9,7 +9,7 @@ import re
 import shlex
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TypeVar
 
 import asyncssh
@@ -121,12 +121,18 @@ _SCP_BLOCK = 256 * 1024
 _SCP_HEADER_MAX = 4096
 
 
+BACKUP_REMOTE_DIR = "/configuration/"
+
+
 def backup_file_name(remote: str) -> str | None:
-    """The local name for a remote file: its basename, or None when `remote` names no single file."""
-    if not remote or remote.endswith("/") or any(c in remote for c in "\0\n\r*?["):
+    """The local name for a remote file: its basename, or None when `remote` names no single file directly in
+    /configuration/ (where saveconfig and slblconfig write): `../../etc/passwd`, `/etc/passwd` are no backups."""
+    if not remote.startswith(BACKUP_REMOTE_DIR) or any(c in remote for c in "\0\n\r*?["):
         return None
-    name = PurePosixPath(remote).name
-    return None if name in ("", ".", "..") else name
+    name = remote[len(BACKUP_REMOTE_DIR) :]
+    if "/" in name or "\\" in name or name in ("", ".", ".."):
+        return None
+    return name
 
 
 class _ScpRefused(Exception):
@@ -417,7 +423,9 @@ class Appliance:
         hashed on the way, mode 0600 from its first byte; any failure leaves no partial file behind."""
         name = backup_file_name(remote)
         if name is None:
-            raise CommandFailed(self.name, f"refusing to fetch {remote!r}: not the name of a file")
+            raise CommandFailed(
+                self.name, f"refusing to fetch {one_line(remote, 200)!r}: not the name of a file in {BACKUP_REMOTE_DIR}"
+            )
         session = await self.session()
         local_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(local_dir, 0o700)

@@ -317,11 +317,20 @@ class UpgradeSource:
 _UPGRADE_LABEL_RE = re.compile(r"asyncos\s+upgrades?\b(?:\s*\([^)\n]*\))?[ \t:]*", re.IGNORECASE)
 
 
+# Only the wording of Cisco's own servers ("Cisco IronPort Servers", "Use Cisco AsyncOS upgrade servers"): a value
+# that merely contains "cisco" or "ironport" (an own mirror `http://cisco-mirror.corp.example/`) is an own server.
+_CISCO_SERVERS_RE = re.compile(
+    r"(?:use[ \t]+)?(?:the[ \t]+)?(?:cisco|ironport)"
+    r"(?:[ \t]+(?:cisco|ironport|asyncos|upgrade|upgrades|update|updates))*[ \t]+servers?\.?",
+    re.IGNORECASE,
+)
+
+
 def _source_value(value: str) -> str:
-    low = value.lower()
-    if "cisco" in low or "ironport" in low:
+    value = value.strip()
+    if len(value) <= 200 and _CISCO_SERVERS_RE.fullmatch(value):
         return "cisco"
-    return value.strip()
+    return value
 
 
 def parse_update_settings(text: str) -> UpgradeSource:
