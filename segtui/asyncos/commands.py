@@ -116,6 +116,11 @@ def _offered(offers: list[UpgradeOffer]) -> str:
     return ", ".join(f"[{o.number}] {o.version}" for o in offers) or "nothing"
 
 
+# The two updateconfig SETUP questions for AsyncOS upgrades (one line each): bounded gaps, so that a question
+# made of "AsyncOS upgrades" repeated over 16 KiB costs linear time, not a backtracking scan per occurrence.
+UPDATECONFIG_IMAGES_Q = r"AsyncOS upgrades[^\n]{0,200}?download updates from \(images\)"
+UPDATECONFIG_LIST_Q = r"AsyncOS upgrades[^\n]{0,200}?list of available updates"
+
 BACKUP_MAX_BYTES = 256 * 1024 * 1024
 _SCP_BLOCK = 256 * 1024
 _SCP_HEADER_MAX = 4096
@@ -363,8 +368,7 @@ class Appliance:
         """Walk updateconfig SETUP, changing only the AsyncOS upgrade questions; defaults elsewhere."""
         images_own = source.images != "cisco"
         list_own = source.manifest != "cisco"
-        images_q = r"AsyncOS upgrades.*download updates from \(images\)"
-        list_q = r"AsyncOS upgrades.*list of available updates"
+        images_q, list_q = UPDATECONFIG_IMAGES_Q, UPDATECONFIG_LIST_Q
         answers = [
             Answer(r"Choose the operation you want to perform", "SETUP", times=1),
             Answer(images_q, "2" if images_own else "1"),
@@ -731,7 +735,9 @@ class Appliance:
             raise CommandFailed(self.name, f"clusterconfig {op} failed: {out.strip()[-200:]}")
 
 
-_IMAGE_IN_MENU_RE = re.compile(r"^- INSTALL\b.*?AsyncOS (\d+\.\d+\.\d+) build (\d+)", re.MULTILINE)
+_IMAGE_IN_MENU_RE = re.compile(
+    r"^- INSTALL\b[^\n]{0,300}?AsyncOS (\d{1,3}\.\d{1,3}\.\d{1,3}) build (\d{1,6})", re.MULTILINE
+)
 
 
 def _upgrade_preamble(keep_download: bool) -> list[Answer]:

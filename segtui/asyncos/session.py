@@ -101,7 +101,8 @@ class Answer:
 
 
 # Asked by clustered appliances before machine-level commands: always switch to machine mode.
-MACHINE_MODE = Answer(r"switch to \"?Machine .*mode", "Y")
+# A bounded gap on one line: linear on a question of "switch to Machine " repeated over 16 KiB.
+MACHINE_MODE = Answer(r"switch to \"?Machine [^\n]{0,300}?mode", "Y")
 
 # Put last in a command's answers where taking the default for every other question is the documented way to walk
 # it (updateconfig SETUP asks one question per update service: DIALOGUES.md section 5). Those questions are then
