@@ -48,6 +48,9 @@ HELD_CHARS = 4096
 TRANSCRIPT_CHARS = 256 * 1024
 # Deadline for the rest of a line that looks like a password question (it may be a menu's heading).
 PASSWORD_QUIET = 0.5
+# The main prompt counts once the stream stays quiet this long after it: a prompt-like line inside a printout is
+# followed by more text within milliseconds. Short enough not to slow commands noticeably.
+PROMPT_QUIET = 0.08
 
 PAGER_MARKER = "-Press Any Key For More-"
 
@@ -545,6 +548,11 @@ class CLISession:
                 continue
             label = prompt_label(line) if line is not None else None
             if label is not None:
+                # A prompt-like line inside a printout (`esa1> ` followed by more text) must not end the command:
+                # the real prompt is the end of the text and the stream stays quiet after it.
+                if await self._more_soon(rx, deadline, command, on_output, PROMPT_QUIET, at_deadline=True):
+                    fresh = True
+                    continue
                 self._learn_prompt(label)
                 return rx.text()
             default = question_default(line) if line is not None else None
@@ -569,16 +577,26 @@ class CLISession:
             rx.answered(reply)
             previous = question
 
-    async def _more_soon(self, rx: _Received, deadline: float, command: str, on_output: OutputCallback | None) -> bool:
-        """Whether more output arrives within PASSWORD_QUIET seconds (it is added to `rx`)."""
+    async def _more_soon(
+        self,
+        rx: _Received,
+        deadline: float,
+        command: str,
+        on_output: OutputCallback | None,
+        wait: float = PASSWORD_QUIET,
+        *,
+        at_deadline: bool = False,
+    ) -> bool:
+        """Whether more output arrives within `wait` seconds (it is added to `rx`). Reaching the deadline first is
+        a timeout, unless `at_deadline` (then: no more output)."""
         remaining = deadline - time.monotonic()
-        quiet = remaining > PASSWORD_QUIET
+        quiet = remaining > wait
         try:
             # Never past the command's deadline: a line that keeps growing must not hold the command forever.
-            async with asyncio.timeout(min(PASSWORD_QUIET, max(remaining, 0.0))):
+            async with asyncio.timeout(min(wait, max(remaining, 0.0))):
                 chunk = await self._process.stdout.read(65536)
         except TimeoutError:
-            if not quiet:
+            if not quiet and not at_deadline:
                 raise CommandTimeout(self.name, f"`{command}` did not finish before its deadline") from None
             return False
         except (asyncssh.Error, OSError):
