@@ -53,6 +53,7 @@ PASSWORD_QUIET = 0.5
 PROMPT_QUIET = 0.08
 
 PAGER_MARKER = "-Press Any Key For More-"
+_PAGER_ANYWHERE_RE = re.compile(r"-Press Any Key For More-[ \t]*\n?")
 
 # A control sequence cut off at the end of a chunk (its remainder arrives with the next one).
 _INCOMPLETE_CONTROL_RE = re.compile(
@@ -540,6 +541,8 @@ class CLISession:
         while True:
             if not fresh:
                 self._take(rx, await self._read_raw(deadline, command), command, on_output)
+                # A read of buffered data does not suspend: let other appliances' sessions run between chunks.
+                await asyncio.sleep(0)
             fresh = False
             flat, line = rx.tail()
             if pager_at_end(flat):
@@ -678,10 +681,11 @@ class CLISession:
                     error = "cancelled"
                 else:
                     error = f"{type(exc).__name__}: {exc}"
-                self._record(command, self._output(rx.text(), command, complete=False), started, error)
+                # Cut before the expensive passes: a transcript keeps a bounded head and tail anyway.
+                self._record(command, self._output(self._bounded(rx.text()), command, complete=False), started, error)
                 raise
             output = self._output(raw, command, complete=True)
-            self._learn_from_text(output)
+            self._learn_from_text(self._bounded(output))
             self._record(command, output, started, None)
             if check_unknown and parsers.find_marker(output, parsers.UNKNOWN_COMMAND_MARKERS):
                 raise UnknownCommand(self.name, f"appliance does not know `{command}`")
@@ -689,16 +693,29 @@ class CLISession:
 
     @staticmethod
     def _output(raw: str, command: str, *, complete: bool) -> str:
-        text = parsers.normalize(raw)
+        # `raw` lost its control sequences chunk by chunk: only the line work is left, all of it C-speed on the
+        # whole text (no per-line Python loop: the output can be megabytes).
+        text = _PAGER_ANYWHERE_RE.sub("", flatten(raw))
         # Drop the echoed command and the trailing prompt.
-        lines = text.split("\n")
-        if lines and lines[0].strip() == command.strip():
-            lines = lines[1:]
-        if complete and lines and prompt_label(lines[-1]) is not None:
-            lines = lines[:-1]
+        nl = text.find("\n")
+        if (text if nl < 0 else text[:nl]).strip() == command.strip():
+            text = "" if nl < 0 else text[nl + 1 :]
+        if complete:
+            nl = text.rfind("\n")
+            if prompt_label(text[nl + 1 :]) is not None:
+                text = text[: nl + 1] if nl >= 0 else ""
         # Every line of a complete answer ended (the prompt followed it): keep the final newline.
-        body = "\n".join(lines).strip("\n")
+        body = text.strip("\n")
         return body + "\n" if complete or body else body
+
+    def _bounded(self, text: str, limit: int = TRANSCRIPT_CHARS) -> str:
+        """At most about `limit` characters: the beginning and the end, cut where no secret straddles a cut."""
+        if len(text) <= limit + 100:  # the slack keeps an already bounded text (marker included) as it is
+            return text
+        half = limit // 2
+        head = self._redactor.safe_cut(text, half)
+        tail = self._redactor.safe_cut(text, len(text) - half)
+        return f"{text[:head]}\n… {tail - head} characters left out …\n{text[tail:]}"
 
     def _record(self, command: str, output: str, started: float, error: str | None) -> None:
         if self._transcript is None:
@@ -706,8 +723,8 @@ class CLISession:
         self._transcript(
             Exchange(
                 self.redact(command),
-                # Redacted before it is shortened: a cut must never leave part of a secret behind.
-                fold_progress(shorten(self.redact(output))),
+                # Cut only where no secret straddles the cut, then redacted: bounded work on any output.
+                fold_progress(self.redact(self._bounded(output))),
                 started,
                 time.time(),
                 complete=error is None,
