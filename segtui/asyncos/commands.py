@@ -559,8 +559,12 @@ class Appliance:
 
         def unknown(question: str) -> str:
             lines = [ln.strip() for ln in question.strip().splitlines() if ln.strip()]
-            last = one_line(lines[-1] if lines else "", 300)
-            raise UpgradeFailed(self.name, f"unexpected question during the upgrade, not answered: {last!r}")
+            last = lines[-1] if lines else ""
+            if self._session is not None:
+                last = self._session.redact(last)
+            raise UpgradeFailed(
+                self.name, f"unexpected question during the upgrade, not answered: {one_line(last, 300)!r}"
+            )
 
         def output(chunk: str) -> None:
             for line in chunk.splitlines():
