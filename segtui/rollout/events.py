@@ -243,7 +243,8 @@ class IdentityLearned(ApplianceEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class GuardWaiting(ApplianceEvent):
-    """The capacity guard holds this appliance in service: `reason` names the peer and what is wrong."""
+    """The capacity guard holds this appliance in service: `reason` names the peer and what is wrong
+    (`esa03 work queue 12,340 > 5,000`); the journal's message reads `waiting: <reason>`."""
 
     reason: str
     since: float  # epoch seconds the wait began
@@ -264,7 +265,8 @@ class BakeSampled(ApplianceEvent):
     queue: int
     received: int | None
     completed: int | None
-    ends: float  # epoch seconds the bake ends
+    until: float  # epoch seconds the bake ends
+    sample: str  # the sample in words, for the dashboard: `Online, queue 120, received 1,200, completed 1,105`
 
 
 @dataclass(frozen=True, kw_only=True)
