@@ -110,7 +110,7 @@ async def test_suspend_and_resume_listeners_from_the_keyboard(tmp_path: Path) ->
             await pilot.press("up", "space", "space")
             assert app.query_one(FleetTable).marks == {"esa01", "esa02"}
             await pilot.press("s")
-            assert "esa01, esa02" in app.screen.question  # type: ignore[attr-defined]
+            assert "esa01, esa02" in app.screen.question
             await pilot.press("n")
             assert not fleet.nodes["esa01"].appliance.suspended
             assert rollout.state.value == "ready"  # nothing started
