@@ -110,7 +110,7 @@ async def test_suspend_and_resume_listeners_from_the_keyboard(tmp_path: Path) ->
             await pilot.press("up", "space", "space")
             assert app.query_one(FleetTable).marks == {"esa01", "esa02"}
             await pilot.press("s")
-            assert "esa01, esa02" in app.screen.question  # type: ignore[attr-defined]
+            assert "esa01, esa02" in app.screen.question
             await pilot.press("n")
             assert not fleet.nodes["esa01"].appliance.suspended
             assert rollout.state.value == "ready"  # nothing started
@@ -292,15 +292,19 @@ def _busy_app(tmp_path: Path) -> SegtuiApp:
             app.model.fleet_depth.append(v)
 
     app.call_later(feed)
-    # The once-a-second sampling would add a point to the fleet's sparkline whenever a snapshot takes over a
-    # second: frozen, like the clock.
+    return frozen(app)
+
+
+def frozen(app: SegtuiApp) -> SegtuiApp:
+    """The once-a-second sampling would add a point to the fleet's sparkline whenever a snapshot takes over a
+    second: frozen, like the clock."""
     app._tick = lambda: None  # type: ignore[method-assign]
     return app
 
 
 def test_snapshot_ready(snap_compare, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    app = SegtuiApp(static_rollout(tmp_path), run_rollout=False, clock=lambda: T0)
-    assert snap_compare(app, terminal_size=SIZE)
+    app = frozen(SegtuiApp(static_rollout(tmp_path), run_rollout=False, clock=lambda: T0))
+    assert snap_compare(app, terminal_size=SIZE, run_before=_quiet)
 
 
 def test_snapshot_mid_rollout(snap_compare, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -308,13 +312,13 @@ def test_snapshot_mid_rollout(snap_compare, tmp_path: Path) -> None:  # type: ig
 
 
 def test_snapshot_help(snap_compare, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    app = SegtuiApp(static_rollout(tmp_path), run_rollout=False, clock=lambda: T0)
-    assert snap_compare(app, terminal_size=SIZE, press=["question_mark"])
+    app = frozen(SegtuiApp(static_rollout(tmp_path), run_rollout=False, clock=lambda: T0))
+    assert snap_compare(app, terminal_size=SIZE, press=["question_mark"], run_before=_quiet)
 
 
 def test_snapshot_confirm_production(snap_compare, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    app = SegtuiApp(static_rollout(tmp_path, "production"), run_rollout=False, clock=lambda: T0)
-    assert snap_compare(app, terminal_size=SIZE, press=["g"])
+    app = frozen(SegtuiApp(static_rollout(tmp_path, "production"), run_rollout=False, clock=lambda: T0))
+    assert snap_compare(app, terminal_size=SIZE, press=["g"], run_before=_quiet)
 
 
 def test_snapshot_high_contrast_theme(snap_compare, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -334,16 +338,34 @@ def test_snapshot_narrow_100x30(snap_compare, tmp_path: Path) -> None:  # type: 
 
 
 def test_snapshot_readonly_badge(snap_compare, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    app = SegtuiApp(static_rollout(tmp_path, "production"), readonly=True, run_rollout=False, clock=lambda: T0)
-    assert snap_compare(app, terminal_size=SIZE)
+    app = frozen(SegtuiApp(static_rollout(tmp_path, "production"), readonly=True, run_rollout=False, clock=lambda: T0))
+    assert snap_compare(app, terminal_size=SIZE, run_before=_quiet)
+
+
+async def _quiet(pilot) -> None:  # type: ignore[no-untyped-def]
+    """A static app: its first paint done, the footer's keys settled, nothing scheduled."""
+    app = pilot.app
+    await until(pilot, lambda: app._applies != ())
+    await _focused_and_painted(pilot)
+
+
+async def _focused_and_painted(pilot) -> None:  # type: ignore[no-untyped-def]
+    """The table has the focus (its cursor row is drawn focused) and every line is drawn afresh."""
+    app = pilot.app
+    table = app.query_one(FleetTable)
+    await until(pilot, lambda: app.focused is table or app.screen is not app.screen_stack[0])
+    app.repaint()
+    table._cache.clear()
+    table.refresh()
+    await pilot.pause()
+    await pilot.wait_for_scheduled_animations()
 
 
 async def _settle(pilot) -> None:  # type: ignore[no-untyped-def]
     """Wait for the feed (a call_later) to land, then paint it: conditions, not time."""
     app = pilot.app
     await until(pilot, lambda: app.model.events_seen > 0)
-    app.repaint()
-    await pilot.pause()
+    await _focused_and_painted(pilot)
 
 
 # --- a real terminal ------------------------------------------------------------------------------

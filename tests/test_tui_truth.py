@@ -290,12 +290,20 @@ async def test_mail_flow_guards_on_screen(tmp_path: Path) -> None:
         rollout._emit(GuardWaiting(appliance="esa02", reason="esa04 work queue 12,340 > 5,000", since=T0))
         rollout._emit(StepStarted(appliance="esa04", step=Step.BAKE, ts=T0))
         rollout._emit(
-            BakeSampled(appliance="esa04", status="Online", queue=3, received=120, completed=161, ends=T0 + 250)
+            BakeSampled(
+                appliance="esa04",
+                status="Online",
+                queue=3,
+                received=120,
+                completed=161,
+                until=T0 + 250,
+                sample="Online, queue 3, received 120, completed 161",
+            )
         )
         await until(pilot, lambda: cells(app, "esa02")["State"] == "guard")
         assert cells(app, "esa02")["Last message"] == "waiting: esa04 work queue 12,340 > 5,000"
         await until(pilot, lambda: cells(app, "esa04")["State"] == "baking 4:10")
-        assert "Online, queue 3, completed 161" in cells(app, "esa04")["Last message"]
+        assert "Online, queue 3, received 120" in cells(app, "esa04")["Last message"]
         await until(pilot, lambda: "waiting on a guard 1" in drawn(app.query_one("#header")))
         await until(pilot, lambda: "peers: esa03 812" in screen_text(app))
         await pilot.press("down")  # esa02

@@ -12,8 +12,14 @@ class TmuxSession:
         self.name = f"{name}-{os.getpid()}"
         # The caller's COLUMNS/LINES (pytest's, a CI runner's) would override the pane's size in the app.
         command = f"unset COLUMNS LINES; {command}"
+        # A running tmux server gives a new pane ITS environment, not ours: hand over the hermetic test settings
+        # (state and lock directories, SEGTUI_*), or panes of parallel runs share machine-wide locks.
+        env = [f"{k}={v}" for k, v in os.environ.items() if k.startswith(("SEGTUI_", "XDG_")) or k in ("HOME", "PATH")]
         subprocess.run(
-            ["tmux", "new-session", "-d", "-s", self.name, "-x", str(width), "-y", str(height), command], check=True
+            ["tmux", "new-session", "-d", "-s", self.name, "-x", str(width), "-y", str(height)]
+            + [arg for item in env for arg in ("-e", item)]
+            + [command],
+            check=True,
         )
 
     def screen(self) -> str:

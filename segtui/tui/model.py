@@ -344,11 +344,14 @@ class FleetModel:
             self.header_dirty = True
         elif kind == "BakeSampled" and row:
             row.state = BAKE_STEP if not row.final else row.state
-            ends = getattr(event, "ends", None)
+            ends = getattr(event, "until", getattr(event, "ends", None))
             row.bake_until = float(ends) if ends is not None else row.bake_until
-            sample = f"{getattr(event, 'status', '?')}, queue {getattr(event, 'queue', '?')}"
-            completed = getattr(event, "completed", None)
-            row.bake_sample = sample + (f", completed {completed}" if completed is not None else "")
+            sample = str(getattr(event, "sample", "") or "")
+            if not sample:
+                sample = f"{getattr(event, 'status', '?')}, queue {getattr(event, 'queue', '?')}"
+                completed = getattr(event, "completed", None)
+                sample += f", completed {completed}" if completed is not None else ""
+            row.bake_sample = sample
             queue = getattr(event, "queue", None)
             if isinstance(queue, int):
                 row.depth, row.depth_ts, row.draining = queue, event.ts, False
