@@ -117,9 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from segtui.errors import InputError
-
     import asyncio
+
+    from segtui.errors import InputError
 
     func: Command = args.func
     try:
