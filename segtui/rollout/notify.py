@@ -85,6 +85,8 @@ class Notifier:
         self._healthy = dict.fromkeys(self.urls, True)
         self._started = False
         self._guard_told: set[str] = set()
+        self._progress = asyncio.Event()
+        self._pending = 0  # queued or being delivered
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)))
         self._task = asyncio.create_task(self._worker(), name="notify")
 
@@ -110,6 +112,7 @@ class Notifier:
             return
         try:
             self.queue.put_nowait(payload)
+            self._pending += 1
         except asyncio.QueueFull:
             self._fail(payload, "(all)", "queue full: the endpoints are too slow")
 
@@ -174,6 +177,8 @@ class Notifier:
                 raise
             finally:
                 self.queue.task_done()
+                self._pending -= 1
+                self._progress.set()
 
     async def _deliver(self, url: str, payload: dict[str, Any]) -> None:
         # A URL whose last delivery failed gets one attempt per event until it answers again.
@@ -201,11 +206,15 @@ class Notifier:
 
     async def close(self) -> None:
         """Deliver what is queued while the endpoints answer (at most `timeout`), then stop; the rest is failed."""
-        if any(self._healthy.values()):
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        while self._pending and any(self._healthy.values()):
+            # Wait only while deliveries keep completing (each within a second): a hung endpoint costs 1 s at most.
+            self._progress.clear()
+            left = deadline - asyncio.get_running_loop().time()
             try:
-                await asyncio.wait_for(self.queue.join(), timeout=self.timeout)
+                await asyncio.wait_for(self._progress.wait(), timeout=min(1.0, left))
             except TimeoutError:
-                pass
+                break
         self._task.cancel()
         try:
             await self._task
