@@ -18,6 +18,19 @@ def err(text: str) -> None:
     print(f"segtui: {one_line(text, 2000)}", file=sys.stderr)
 
 
+def say(text: str) -> None:
+    """Print a line to stdout; a reader that went away (`| head`) is not an error (the caller's exit code stands)."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        import os
+
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+
+
 def iso(ts: float | None) -> str:
     """ISO 8601 with the local zone: 2026-11-30T03:12:45+01:00."""
     if ts is None:

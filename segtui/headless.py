@@ -27,7 +27,7 @@ from segtui.rollout.events import (
     StepFinished,
     StepStarted,
 )
-from segtui.textsafe import Redactor, one_line, sanitize
+from segtui.textsafe import Redactor, sanitize
 
 if TYPE_CHECKING:
     from segtui.inventory import Inventory
@@ -77,7 +77,7 @@ class HeadlessPrinter:
 
     def emit(self, ts: float, key: str, text: str, fields: dict[str, Any]) -> None:
         """One line for `key` (an appliance or `fleet`), unless it repeats the previous line for that key."""
-        text = self.redact(one_line(text, 2000))
+        text = self.redact(_flat(text))
         if self._last.get(key) == text:
             return
         self._last[key] = text
@@ -175,6 +175,12 @@ class HeadlessPrinter:
                 time.time(), f"person:{item['appliance']}:{item['why']}", text, {"event": "needs-a-person", **item}
             )
         self.emit(time.time(), "outcome", f"outcome {outcome}", {"event": "outcome", "outcome": outcome})
+
+
+def _flat(text: str, limit: int = 2000) -> str:
+    """Sanitised and on one line, but with the columns' spaces kept (unlike `one_line`)."""
+    flat = sanitize(text).replace("\n", " ").replace("\t", " ")
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def _kind(event: RolloutEvent) -> str:

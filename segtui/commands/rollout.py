@@ -15,7 +15,7 @@ from segtui.commands.common import (
     options,
     target,
 )
-from segtui.console import err, iso
+from segtui.console import err, iso, say
 from segtui.errors import InputError
 
 if TYPE_CHECKING:
@@ -169,12 +169,16 @@ async def execute(args: argparse.Namespace, rollout: Rollout, *, autostart: bool
     report = build_report(rollout, outcome, notifier=notifier, events=log)
     if not args.headless:
         for line in needs_a_person(report["needs_a_person"]):
-            print(line)
+            say(line)
     if args.report:
         json_path, md_path = report_paths(args.report)
-        write_report(report, args.report)
-        print(f"report: {json_path} and {md_path}")
-    print(f"outcome: {outcome}")
+        try:
+            write_report(report, args.report)
+        except OSError as exc:
+            err(f"--report {args.report}: cannot write: {exc.strerror or exc}; `segtui report` writes it again")
+        else:
+            say(f"report: {json_path} and {md_path}")
+    say(f"outcome: {outcome}")
     return exit_code(outcome, report)
 
 

@@ -230,6 +230,7 @@ def report_from_journal(
         "outcome": outcome or info["outcome"] or "unfinished",
         "started": iso(info["started"]),
         "finished": iso(info["finished"]),
+        "seconds": round(info["finished"] - info["started"], 3) if info["finished"] else None,
         "operator": operator,
         "options": info["options"],
         "counts": counts,
