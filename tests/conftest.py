@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import settings as hypothesis_settings
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from segtui.asyncos.versions import Version
 from segtui.inventory import Inventory, load_inventory
 from segtui.rollout.engine import Rollout, RolloutOptions
 from segtui.rollout.journal import Journal
-from segtui.settings import Settings, load_settings
+from segtui.settings import Settings
 from segtui.sim.fleet import SimFleet
 from segtui.sim.model import Durations
 
@@ -30,16 +33,70 @@ def fast_durations() -> Durations:
     return Durations(analysis=(60, 120), download=(120, 200), install=(150, 250), reboot=(300, 500))
 
 
+# Tools some tests drive for real, and the Debian package that brings each.
+TOOLS = {"tmux": "tmux", "ssh": "openssh-client", "ssh-keygen": "openssh-client", "ssh-keyscan": "openssh-client"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "needs(*tools): the test drives these programs (tmux, ssh) for real")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for mark in item.iter_markers("needs"):
+        for tool in mark.args:
+            if shutil.which(tool) is None:
+                message = f"needs `{tool}` (apt-get install {TOOLS.get(tool, tool)})"
+                if os.environ.get("CI"):
+                    pytest.fail(message + ": CI installs it, so its absence is a failure there")
+                pytest.skip(message)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _hermetic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """No test sees the caller's `segtui.toml`, `SEGTUI_*` variables or machine-wide state (locks).
+
+    The working directory is an empty folder, so `./segtui.toml` is never found; subprocesses inherit the
+    cleaned environment.
+    """
+    home = tmp_path_factory.mktemp("hermetic")
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    for key in [k for k in os.environ if k.startswith("SEGTUI_")]:
+        del os.environ[key]
+    os.environ["SEGTUI_PASSWORD"] = TEST_PASSWORD
+    os.environ["XDG_STATE_HOME"] = str(home / "xdg-state")
+    os.chdir(home)
+    try:
+        yield home
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+
+
 @pytest.fixture(autouse=True)
 def _password_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEGTUI_PASSWORD", TEST_PASSWORD)
-    monkeypatch.delenv("SEGTUI_CONFIG", raising=False)
+
+
+class _DefaultsOnly(Settings):
+    """Settings from code alone: no file, no environment."""
+
+    model_config = SettingsConfigDict(toml_file=None)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
 
 
 def make_settings(state_dir: Path, **update: object) -> Settings:
-    base = load_settings()
-    s = base.model_copy(update={"min_scaled_deadline": 8.0})
-    s = s.scaled(SCALE)
+    s = _DefaultsOnly(min_scaled_deadline=8.0).scaled(SCALE)
     return s.model_copy(update={"state_dir": state_dir, **update})
 
 

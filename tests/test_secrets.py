@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "Zq7-unique-Secr3t-9x"
 
 
-def _capture_module():  # type: ignore[no-untyped-def]
+def _capture_module() -> Any:
     spec = importlib.util.spec_from_file_location("make_screenshots", ROOT / "screenshots" / "make_screenshots.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
