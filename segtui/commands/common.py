@@ -91,11 +91,7 @@ def options(args: argparse.Namespace, settings: Settings, saved: dict[str, Any] 
     if until and "until" in known:
         from segtui.rollout.window import parse_until  # type: ignore[import-not-found,import-untyped,unused-ignore]
 
-        try:
-            parse_until(until)
-        except ValueError as exc:
-            raise InputError([f"--until: {exc}"]) from None
-        base.until = until  # type: ignore[attr-defined,unused-ignore]
+        base.until = parse_until(until)  # type: ignore[attr-defined,unused-ignore]
     return base
 
 

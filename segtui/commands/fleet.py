@@ -35,7 +35,9 @@ async def stage(args: argparse.Namespace) -> int:
 
 async def probe(args: argparse.Namespace) -> int:
     """Read-only, on every appliance: the printouts segtui relies on, as transcripts plus probe.json."""
+    from segtui.console import say
     from segtui.rollout.context import RolloutContext
+    from segtui.textsafe import one_line
 
     try:
         from segtui.rollout.probe import probe_fleet  # type: ignore[import-not-found,import-untyped,unused-ignore]
@@ -47,9 +49,12 @@ async def probe(args: argparse.Namespace) -> int:
         raise InputError([f"--out {out}: exists and is not a directory"])
     journal = open_journal(settings)
     ctx = RolloutContext(inventory, settings, target("0.0.0-0"), journal, lambda e: None)
-    result = await probe_fleet(ctx, out)
-    print(f"probe: transcripts and probe.json in {out}; attach the folder to a bug report")
-    return EXIT_FAILED if result is False else EXIT_OK
+    report = await probe_fleet(ctx, out)
+    for line in report.problems():
+        say(f"  {one_line(line)}")
+    verdict = "every appliance answered and every parser read ok" if report.ok else "not everything read ok"
+    say(f"probe: {verdict}; transcripts and probe.json in {out} (attach the folder to a bug report)")
+    return EXIT_OK if report.ok else EXIT_FAILED
 
 
 async def sim(args: argparse.Namespace) -> int:
