@@ -12,10 +12,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from segtui.commands.common import EXIT_FAILED, EXIT_INPUT, EXIT_OK, EXIT_PREFLIGHT, STATE, open_journal
-from segtui.commands.common import load as _load
-from segtui.commands.common import options as options_for
-from segtui.commands.common import target as _target
+from segtui.commands.common import EXIT_FAILED, EXIT_INPUT, EXIT_OK, STATE
 from segtui.console import err
 
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
@@ -92,7 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, metavar="NAME", help="write NAME.json and NAME.md")
     p = command("probe", "read every appliance (read-only) and keep the transcripts", _lazy("fleet", "probe"))
     p.add_argument("--out", type=Path, default=Path("probe"), help="directory for transcripts + probe.json")
-    p = command("prepare", "before the window: what to fetch from Cisco, and is the server ready", cmd_prepare, False)
+    p = command(
+        "prepare",
+        "before the window: what to fetch from Cisco, and is the server ready",
+        _lazy("plan", "prepare"),
+        False,
+    )
     p.add_argument("--target")
     p.add_argument("--unpack", type=Path, nargs="+", metavar="ZIP", help="unpack fetch_manifest bundles")
     p.add_argument("--into", type=Path, help="the update server's root directory (with --unpack)")
@@ -107,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("check", "pre-flight the whole fleet; changes nothing"),
         ("plan", "print batches and the exact CLI commands; changes nothing"),
     ):
-        p = command(name, text, cmd_check_plan)
+        p = command(name, text, _lazy("plan", "check_plan"))
         p.add_argument("--target", required=True)
         p.add_argument("--batch")
         p.add_argument("--concurrency", type=int, help="(plan) appliances upgraded at once at most")
@@ -148,119 +150,4 @@ def _closed_pipe() -> int:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError):
         pass
-    return EXIT_OK
-
-
-async def cmd_prepare(args: argparse.Namespace) -> int:
-    from segtui.errors import InputError
-
-    if args.unpack:
-        from segtui.updates.bundle import BundleError, unpack
-
-        if args.into is None:
-            raise InputError(["--unpack: needs --into DIR (the update server's root)"])
-        missing: list[str] = []
-        for archive in args.unpack:
-            try:
-                result = unpack(archive, args.into)
-            except BundleError as exc:
-                raise InputError([str(exc)]) from None
-            print(
-                f"{archive}: {len(result.files)} files, manifests: "
-                f"{', '.join(p.name for p in result.manifests) or 'none'}"
-            )
-            missing += result.missing_images
-        for image in missing:
-            print(f"MISSING image referenced by a manifest: {image}")
-        return EXIT_OK if not missing else EXIT_FAILED
-    if args.inventory is None or args.target is None:
-        raise InputError(["prepare: needs --inventory FILE --target VERSION (or --unpack ZIP... --into DIR)"])
-    import httpx
-
-    from segtui.rollout.context import RolloutContext
-    from segtui.rollout.preflight import read_versions
-    from segtui.updates.prepare import BaseRelease, check_server
-
-    settings, inventory = _load(args)
-    target = _target(args.target)
-    ctx = RolloutContext(inventory, settings, target, open_journal(settings), lambda e: None)
-    checks = await read_versions(ctx)
-    bases: dict[Any, BaseRelease] = {}
-    unreachable = []
-    for name, check in sorted(checks.items()):
-        if check.info is None:
-            unreachable.append(f"{name}: {check.problem}")
-            continue
-        info = check.info
-        if info.version >= target:
-            continue
-        base = bases.setdefault(info.version, BaseRelease(info.version))
-        if info.vln:
-            base.virtual.append((name, info.vln, info.model or "?"))
-        else:
-            base.serials.append((name, info.serial or "?"))
-    print(f"fetch_manifest requests for {inventory.name}, target {target}:")
-    for _version, base in sorted(bases.items()):
-        count = len(base.serials) + len(base.virtual)
-        print(f"\nBase release tag: {base.tag}  ({count} appliance{'s' if count != 1 else ''})")
-        if base.serials:
-            print(f"  physical appliances - Serial number(s): {', '.join(s for _, s in base.serials)}")
-            print(f"    ({', '.join(n for n, _ in base.serials)})")
-        for name, vln, model in base.virtual:
-            print(f"  virtual appliance {name} - Virtual license number (VLN): {vln}  Model: {model}")
-        print(f"  then the update server must hold: asyncos/{base.tag}.xml and the images it names")
-    async with httpx.AsyncClient() as client:
-        gaps, paths = await check_server(client, inventory.update_server, list(bases), target)
-    print(f"\nupdate server {inventory.update_server}:")
-    for version in sorted(bases):
-        if version in paths:
-            print(f"  ok   {version.tag()}.xml -> {' -> '.join(str(v) for v in paths[version])}")
-    if gaps:
-        print("\nmissing:")
-        print(f"  {'what':<36} {'url':<60} problem")
-        for gap in gaps:
-            print(f"  {gap.what:<36} {gap.url:<60} {gap.problem}")
-    for line in unreachable:
-        print(f"  unreachable appliance {line}")
-    ready = not gaps and not unreachable
-    print("\nready: nothing is missing" if ready else "\nnot ready: fetch and unpack what is missing")
-    return EXIT_OK if ready else EXIT_FAILED
-
-
-async def cmd_check_plan(args: argparse.Namespace) -> int:
-    from segtui.rollout.context import RolloutContext
-    from segtui.rollout.preflight import plan_batches, plan_commands, preflight, read_versions
-
-    settings, inventory = _load(args)
-    target = _target(args.target)
-    ctx = RolloutContext(inventory, settings, target, open_journal(settings), lambda e: None)
-    if args.command == "check":
-        result = await preflight(ctx)
-        for a in result.appliances:
-            path = " -> ".join(str(v) for v in a.path) if a.path else ("at target" if a.version == target else "")
-            status = "ok " if a.ok else "BAD"
-            print(f"{status} {a.name:<14} {a.version or '?'!s:<12} {path}{'  ' + a.problem if a.problem else ''}")
-        for url, state in result.manifests.items():
-            print(f"{'ok ' if state == 'ok' else 'BAD'} manifest {url}{'' if state == 'ok' else ': ' + state}")
-        print("pre-flight passed" if result.ok else "pre-flight refused: nothing was changed")
-        return EXIT_OK if result.ok else EXIT_PREFLIGHT
-    options = options_for(args, settings)
-    versions = {} if args.offline else await read_versions(ctx)
-    batches = plan_batches(ctx, options)
-    print(
-        f"plan: {inventory.name} ({inventory.environment}) to {target}, {len(batches)} batches, "
-        f"max {options.max_unavailable} unavailable per group, failure budget {options.max_fail}"
-    )
-    for i, names in enumerate(batches, start=1):
-        print(f"\nbatch {i}: {', '.join(names)}")
-        for name in names:
-            spec = inventory.by_name(name)
-            check = versions.get(name)
-            current = check.version if check else None
-            print(
-                f"  {name} ({spec.host}:{spec.port}, group {spec.group}"
-                f"{', cluster ' + spec.cluster if spec.cluster else ''}) {current or '?'} -> {target}"
-            )
-            for cmd in plan_commands(ctx, spec, current):
-                print(f"    {cmd}")
     return EXIT_OK

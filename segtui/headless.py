@@ -166,10 +166,10 @@ class HeadlessPrinter:
         """The end of the rollout: the fleet's counts and what needs a person, with the exact commands."""
         if self.rollout is None:
             return
-        from segtui.rollout.report import needs_a_person
+        from segtui.rollout.report import hand_work
 
         self.summary()
-        for item in needs_a_person(self.rollout.inventory, self.rollout.records):
+        for item in hand_work(self.rollout):
             text = f"{item['appliance']:<12} NEEDS A PERSON: {item['why']} -> {item['command']}"
             self.emit(
                 time.time(), f"person:{item['appliance']}:{item['why']}", text, {"event": "needs-a-person", **item}

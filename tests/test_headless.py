@@ -107,16 +107,17 @@ def test_a_closed_pipe_stops_the_printing_not_the_rollout() -> None:
 
 
 def test_end_of_rollout_summary_says_what_needs_a_person() -> None:
+    from segtui.rollout.engine import HandWork
+
     out = io.StringIO()
-    rec = ApplianceRecord(name="esa1", state=State.NEEDS_ATTENTION, listeners="suspended", error="host key changed")
-    rollout = fake_rollout(esa1=rec)
-    rollout.inventory = SimpleNamespace(
-        appliances=[SimpleNamespace(name="esa1", host="10.0.0.1", port=22, username="admin", password=None)],
-        path=Path("/srv/fleet.toml"),
-    )
+    rollout = fake_rollout(esa1=ApplianceRecord(name="esa1", state=State.NEEDS_ATTENTION))
+    rollout.needs_a_person = lambda: [
+        HandWork("esa1", "listeners suspended", "ssh -p 22 admin@10.0.0.1 resumelistener"),
+        HandWork("esa1", "needs attention: host key \x1b]0;x\x07changed", "segtui resume --inventory /srv/fleet.toml"),
+    ]
     printer = HeadlessPrinter(cast(Any, rollout), out)
-    printer.finish("failed")
+    printer.finish("finished-with-failures")
     text = out.getvalue()
-    assert "esa1         NEEDS A PERSON: listeners still suspended -> ssh -p 22 admin@10.0.0.1 resumelistener" in text
-    assert "needs attention: host key changed" in text and "segtui resume --inventory /srv/fleet.toml" in text
-    assert text.splitlines()[-1].endswith("outcome failed")
+    assert "esa1         NEEDS A PERSON: listeners suspended -> ssh -p 22 admin@10.0.0.1 resumelistener" in text
+    assert "needs attention: host key changed -> segtui resume --inventory /srv/fleet.toml" in text
+    assert text.splitlines()[-1].endswith("outcome finished-with-failures")

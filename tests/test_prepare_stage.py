@@ -6,15 +6,20 @@ import asyncio
 import io
 import os
 import re
+import socketserver
 import subprocess
 import sys
+import threading
+import time
 import zipfile
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from segtui.sim.fleet import SimFleet
+from segtui.updates.prepare import check_image
 from tests.conftest import TEST_PASSWORD, start_fleet
 
 SETTINGS = """
@@ -41,10 +46,10 @@ async def acli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-async def two_bases(tmp_path: Path) -> SimFleet:
+async def two_bases(tmp_path: Path) -> AsyncIterator[SimFleet]:
     fleet = await start_fleet(tmp_path, 4, clusters=False)  # esa01-03 on 15.0.0-104, esa04 on 15.5.1-055
     (tmp_path / "segtui.toml").write_text(SETTINGS)
-    yield fleet  # type: ignore[misc]
+    yield fleet
     await fleet.stop()
 
 
@@ -219,3 +224,98 @@ async def test_stage_reports_an_image_for_another_version(two_bases: SimFleet, t
     assert re.search(r"esa02\s+other-image\s+15\.5\.1-055", proc.stdout), proc.stdout
     assert other.staged == (15, 5, 1, 55), "never deleted silently"
     assert fleet.nodes["esa01"].appliance.staged == (16, 0, 0, 123)
+
+
+# --- image checks bounded in bytes and time, against servers that misbehave (real HTTP on loopback) -------------
+
+
+class _ImageServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, behaviour: str) -> None:
+        super().__init__(("127.0.0.1", 0), _ImageHandler)
+        self.behaviour = behaviour
+        self.sent = 0  # body bytes written before the client went away
+        self.requests: list[str] = []
+        self.done = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/asyncos/images/phoebe-16-0-0-123.img"
+
+
+class _ImageHandler(socketserver.StreamRequestHandler):
+    server: _ImageServer
+
+    def handle(self) -> None:
+        srv = self.server
+        try:
+            while True:
+                request = self.rfile.readline().decode("latin-1").strip()
+                if not request:
+                    return
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                srv.requests.append(request)
+                method = request.split(" ", 1)[0]
+                if srv.behaviour == "drip":  # one byte at a time, never a complete status line
+                    for byte in b"HTTP/1.1 200 OK\r\n":
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(0.5)
+                    return
+                if method == "HEAD":
+                    status = {"missing": "404 Not Found"}.get(srv.behaviour, "405 Method Not Allowed")
+                    self.wfile.write(f"HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n".encode())
+                    continue
+                if srv.behaviour == "missing":
+                    self.wfile.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                    continue
+                # Ignores Range: a 256 MB "image", streamed until the client hangs up.
+                size = 256 * 1024 * 1024
+                self.wfile.write(f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n".encode())
+                chunk = b"\0" * 65536
+                while srv.sent < size:
+                    self.wfile.write(chunk)
+                    srv.sent += len(chunk)
+                return
+        except OSError:
+            return
+        finally:
+            srv.done.set()
+
+
+@pytest.fixture
+def image_server(request: pytest.FixtureRequest) -> Iterator[_ImageServer]:
+    srv = _ImageServer(request.param)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.mark.parametrize("image_server", ["ignores-range"], indirect=True)
+async def test_image_check_never_downloads_the_image(image_server: _ImageServer) -> None:
+    async with httpx.AsyncClient() as client:
+        problem = await asyncio.wait_for(check_image(client, image_server.url, deadline=10), 20)
+    assert problem is None, "a 200 to the ranged GET means the image is there"
+    assert [r.split(" ")[0] for r in image_server.requests] == ["HEAD", "GET"]
+    assert await asyncio.to_thread(image_server.done.wait, 20), "the client should have hung up"
+    # What the kernel buffered before the client hung up, not the 256 MB body.
+    assert image_server.sent < 32 * 1024 * 1024, image_server.sent
+
+
+@pytest.mark.parametrize("image_server", ["drip"], indirect=True)
+async def test_image_check_has_an_overall_deadline(image_server: _ImageServer) -> None:
+    start = time.monotonic()
+    async with httpx.AsyncClient() as client:
+        problem = await asyncio.wait_for(check_image(client, image_server.url, deadline=2), 30)
+    assert problem == "timed out after 2 s"
+    assert time.monotonic() - start < 4
+
+
+@pytest.mark.parametrize("image_server", ["missing"], indirect=True)
+async def test_missing_image_is_reported(image_server: _ImageServer) -> None:
+    async with httpx.AsyncClient() as client:
+        assert await check_image(client, image_server.url) == "HTTP 404"

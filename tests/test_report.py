@@ -17,8 +17,10 @@ from segtui.inventory import Inventory, load_inventory
 from segtui.rollout.events import State
 from segtui.rollout.journal import ApplianceRecord, Journal
 from segtui.rollout.report import markdown, report_from_journal, report_paths, write_report
+from segtui.settings import Settings
 
 PASSWORD = "Hunter2-Very-Secret"
+SETTINGS = Settings()
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d$")
 HOSTILE = "bad | pipe `tick` \x1b]0;pwned\x07 \x1b]52;c;SGVsbG8=\x07 \x1b[2J [/] *bold* <b> " + PASSWORD
 
@@ -55,7 +57,11 @@ def inv(tmp_path: Path) -> Inventory:
 
 def journal_of(inv: Inventory, *, error: str = "upgrade failed", outcome: str | None = "failed") -> tuple[Journal, int]:
     journal = Journal(inv.path.parent / ".segtui" / "journal.sqlite")
-    rollout_id = journal.begin(str(inv.path), "16.0.0-123", {"batch": "1,25%", "max_fail": "1"})
+    rollout_id = journal.begin(str(inv.path), "16.0.0-123", {"batch": "1,25%", "max_fail": "1"}, "alice@noc1")
+    journal.save_batches([["esa1"], ["esa2"]])
+    journal.event("batch-start", "batch 1 of 2: esa1", ts=time.time() - 100)
+    journal.event("batch-end", "batch 1 of 2 finished: 1 done", ts=time.time() - 40)
+    journal.event("warning", "esa2: \x1b[31mqueue high\x1b[0m", "esa2")
     journal.action("created", "target 16.0.0-123", who="alice@noc1")
     journal.action("start", who="alice@noc1")
     t0 = time.time() - 100
@@ -107,10 +113,15 @@ def test_report_names_get_their_extensions(given: str, json_name: str, md_name: 
 
 def test_report_holds_what_an_auditor_asks_for(inv: Inventory, tmp_path: Path) -> None:
     journal, rollout_id = journal_of(inv)
-    report = report_from_journal(journal, inv, rollout_id)
+    report = report_from_journal(journal, inv, rollout_id, SETTINGS)
     assert ISO.match(report["started"]) and ISO.match(report["finished"])
     assert report["operator"] == "alice@noc1"
     assert report["options"] == {"batch": "1,25%", "max_fail": "1"}
+    assert report["batches"][0]["appliances"] == ["esa1"] and ISO.match(report["batches"][0]["started"])
+    assert (
+        report["batches"][0]["summary"] == "batch 1 of 2 finished: 1 done" and report["batches"][1]["started"] is None
+    )
+    assert report["warnings"][0]["text"] == "esa2: queue high"  # sanitised
     esa1, esa2 = report["appliances"]
     assert ISO.match(esa1["started"]) and ISO.match(esa1["finished"]) and esa1["seconds"] == 60.0
     assert esa1["path"] == ["15.5.1-055", "16.0.0-123"]
@@ -128,18 +139,18 @@ def test_report_holds_what_an_auditor_asks_for(inv: Inventory, tmp_path: Path) -
 
 def test_no_empty_headings(inv: Inventory) -> None:
     journal, rollout_id = journal_of(inv)
-    md = markdown(report_from_journal(journal, inv, rollout_id))
+    md = markdown(report_from_journal(journal, inv, rollout_id, SETTINGS))
     lines = md.splitlines()
     for i, line in enumerate(lines):
         if line.startswith("#"):
             following = next((ln for ln in lines[i + 1 :] if ln.strip()), "")
             assert following and not following.startswith("#"), f"empty heading {line!r}"
-    assert "## Notes" not in md and "## Notification" not in md and "## Batches" not in md
+    assert "## Notification" not in md and "## Questions" not in md
 
 
 def test_hostile_appliance_text_cannot_break_the_report(inv: Inventory, tmp_path: Path) -> None:
     journal, rollout_id = journal_of(inv, error=HOSTILE)
-    report = report_from_journal(journal, inv, rollout_id)
+    report = report_from_journal(journal, inv, rollout_id, SETTINGS)
     write_report(report, tmp_path / "r")
     for name in ("r.json", "r.md"):
         text = (tmp_path / name).read_text()
@@ -164,7 +175,7 @@ def segtui(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def test_history_and_report_from_another_directory(inv: Inventory, tmp_path: Path) -> None:
     journal, first = journal_of(inv, outcome="failed")
-    second = journal.begin(str(inv.path), "16.0.0-200", {})
+    second = journal.begin(str(inv.path), "16.0.0-200", {}, "carol@noc3")
     journal.action("created", "target 16.0.0-200", who="carol@noc3")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

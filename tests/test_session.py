@@ -8,7 +8,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from segtui.asyncos.commands import Appliance, CommandTimeouts
+from segtui.asyncos.commands import Appliance
 from segtui.asyncos.errors import (
     AuthFailed,
     CommandFailed,
@@ -21,9 +21,15 @@ from segtui.asyncos.errors import (
     UpgradeFailed,
 )
 from segtui.asyncos.parsers import UpgradeSource
-from segtui.asyncos.session import ConnectOptions, Credentials
 from segtui.asyncos.versions import Version
-from tests.scripted import ScriptedAppliance, serve
+from tests.scripted import ScriptedAppliance, Served, serving
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[Served]:
+    async with serving(tmp_path) as s:
+        yield s
+
 
 VERSION_OUT = (
     "\nCurrent Version\n===============\nProduct: Cisco C300V Secure Email Gateway Virtual\n"
@@ -31,41 +37,11 @@ VERSION_OUT = (
 )
 
 
-async def connect(
-    sa: ScriptedAppliance,
-    tmp_path: Path,
-    *,
-    password: str | None = None,
-    known_hosts: Path | None = None,
-    timeout: float = 5,
-) -> tuple[Appliance, asyncssh.SSHAcceptor]:
-    acceptor, port, kh, _ = await serve(sa, tmp_path)
-    opts = ConnectOptions(
-        "esa1",
-        "127.0.0.1",
-        port,
-        Credentials("admin", password or sa.password),
-        asyncssh.read_known_hosts(str(known_hosts or kh)),
-        connect_timeout=3,
-        login_timeout=3,
-    )
-    return Appliance(opts, timeouts=CommandTimeouts(default=timeout, upgrade=timeout, backup=timeout)), acceptor
-
-
-@pytest.fixture
-async def acceptors() -> AsyncIterator[list[asyncssh.SSHAcceptor]]:
-    items: list[asyncssh.SSHAcceptor] = []
-    yield items
-    for a in items:
-        a.close()
-
-
 @pytest.mark.parametrize("crlf", [False, True])
 @pytest.mark.parametrize("echo", [False, True])
-async def test_version_with_crlf_and_echo(tmp_path: Path, acceptors: list, crlf: bool, echo: bool) -> None:
+async def test_version_with_crlf_and_echo(served: Served, crlf: bool, echo: bool) -> None:
     sa = ScriptedAppliance(crlf=crlf, echo=echo, script={"version": [(VERSION_OUT, None)]})
-    client, acc = await connect(sa, tmp_path)
-    acceptors.append(acc)
+    client = await served.connect(sa)
     async with client:
         info = await client.version()
     assert info.version == Version.parse("15.0.0-104")
@@ -73,20 +49,19 @@ async def test_version_with_crlf_and_echo(tmp_path: Path, acceptors: list, crlf:
     assert client.prompt is None  # closed
 
 
-async def test_pager_is_answered(tmp_path: Path, acceptors: list) -> None:
+async def test_pager_is_answered(served: Served) -> None:
     page1 = "\nSystem status:                 Online\n"
     page2 = "\r                        \rGauges:\n   Messages In Work Queue            1,057\n"
     sa = ScriptedAppliance(
         crlf=True, script={"status detail": [(page1 + "-Press Any Key For More-", "KEY"), (page2, None)]}
     )
-    client, acc = await connect(sa, tmp_path)
-    acceptors.append(acc)
+    client = await served.connect(sa)
     async with client:
         detail = await client.status_detail()
     assert detail.workqueue_messages == 1057 and detail.system_status == "Online"
 
 
-async def test_cluster_machine_mode_switch_and_listeners(tmp_path: Path, acceptors: list) -> None:
+async def test_cluster_machine_mode_switch_and_listeners(served: Served) -> None:
     switch = (
         "\nThis command is restricted to run in machine mode of the machine you are logged in to.  "
         'Do you want to switch to "Machine esa2.example.com" mode? [Y]> '
@@ -103,16 +78,14 @@ async def test_cluster_machine_mode_switch_and_listeners(tmp_path: Path, accepto
         script={"suspendlistener": [(switch, "Y"), (menu, "1"), (delay, "7"), (done, None)]},
         prompt_after={"suspendlistener": "(Machine esa2.example.com)> "},
     )
-    client, acc = await connect(sa, tmp_path)
-    acceptors.append(acc)
+    client = await served.connect(sa)
     async with client:
         change = await client.suspend_listeners(7)
         assert client.prompt == "(Machine esa2.example.com)"
     assert change.listeners == ["InboundMail", "OutboundMail", "RelayDMZ"]
-    assert not sa.mismatches
 
 
-async def test_single_listener_and_none_configured(tmp_path: Path, acceptors: list) -> None:
+async def test_single_listener_and_none_configured(served: Served) -> None:
     sa = ScriptedAppliance(
         script={
             "suspendlistener": [
@@ -122,14 +95,13 @@ async def test_single_listener_and_none_configured(tmp_path: Path, acceptors: li
             "resumelistener": [("\nThere are no listeners configured on this appliance.\n", None)],
         }
     )
-    client, acc = await connect(sa, tmp_path)
-    acceptors.append(acc)
+    client = await served.connect(sa)
     async with client:
         assert (await client.suspend_listeners()).listeners == ["IncomingMail"]
-        assert (await client.resume_listeners()).none_configured
+        assert (await client.resume_listeners()).listeners == []
 
 
-async def test_unknown_question_takes_default(tmp_path: Path, acceptors: list) -> None:
+async def test_unknown_question_takes_default(served: Served) -> None:
     sa = ScriptedAppliance(
         script={
             "commit": [
@@ -140,23 +112,20 @@ async def test_unknown_question_takes_default(tmp_path: Path, acceptors: list) -
             ]
         }
     )
-    client, acc = await connect(sa, tmp_path)
-    acceptors.append(acc)
+    client = await served.connect(sa)
     async with client:
         assert await client.commit("segtui: test")
-    assert not sa.mismatches
 
 
-async def test_password_question_without_answer_is_refused(tmp_path: Path, acceptors: list) -> None:
+async def test_password_question_without_answer_is_refused(served: Served) -> None:
     sa = ScriptedAppliance(script={"commit": [("\nEnter the admin password:", ".*")]})
-    client, acc = await connect(sa, tmp_path)
-    acceptors.append(acc)
+    client = await served.connect(sa)
     with pytest.raises(DialogueError):
         await client.commit("x")
     await client.close()
 
 
-async def test_updateconfig_changes_only_asyncos_questions(tmp_path: Path, acceptors: list) -> None:
+async def test_updateconfig_changes_only_asyncos_questions(served: Served) -> None:
     table = (
         "\nService (images):      Update URL:\nFeature Key updates    http://keys.lab:80/\n"
         "AsyncOS upgrades                Cisco IronPort Servers\n\nService (list):\n"
@@ -186,18 +155,14 @@ async def test_updateconfig_changes_only_asyncos_questions(tmp_path: Path, accep
             ]
         },
     )
-    client, acc = await connect(sa, tmp_path)
-    acceptors.append(acc)
+    client = await served.connect(sa)
     async with client:
         await client.set_upgrade_source(
             UpgradeSource("updates.example.com:80", "http://updates.example.com/asyncos/phoebe-15-0-0-104.xml")
         )
-    assert not sa.mismatches, sa.mismatches
 
 
-async def test_upgrade_dialogue_picks_target_and_encrypts(tmp_path: Path, acceptors: list) -> None:
-    transcript = (Path(__file__).parent / "data" / "transcripts" / "upgrade-downloadinstall.txt").read_text()
-    del transcript
+async def test_upgrade_dialogue_picks_target_and_encrypts(served: Served) -> None:
     offers = (
         "\nUpgrades available.\n1. AsyncOS 15.5.1 build 055 upgrade For Email, 2024-03-01, is a release\n"
         "2. AsyncOS 16.0.0 build 123 upgrade For Email, 2025-02-10, is a release\n[2]> "
@@ -247,8 +212,7 @@ async def test_upgrade_dialogue_picks_target_and_encrypts(tmp_path: Path, accept
         },
         drop={"upgrade"},
     )
-    client, acc = await connect(sa, tmp_path)
-    acceptors.append(acc)
+    client = await served.connect(sa)
     progress: list[tuple[str, int | None]] = []
     confirmed: list[Version] = []
     result = await client.upgrade(
@@ -257,13 +221,12 @@ async def test_upgrade_dialogue_picks_target_and_encrypts(tmp_path: Path, accept
         before_confirm=confirmed.append,
     )
     await client.close()
-    assert not sa.mismatches, sa.mismatches
     assert result.chosen == Version.parse("16.0.0-123") and result.rebooting
     assert confirmed == [Version.parse("16.0.0-123")]
     assert ("download", 50) in progress and ("install", 100) in progress
 
 
-async def test_upgrade_hop_and_failure(tmp_path: Path, acceptors: list) -> None:
+async def test_upgrade_hop_and_failure(served: Served) -> None:
     base = [
         ("\nAre you sure you want to proceed with upgrade? [Y]> ", "Y"),
         ("\nChoose the operation you want to perform:\n- DOWNLOADINSTALL - x\n[]> ", "DOWNLOADINSTALL"),
@@ -271,30 +234,28 @@ async def test_upgrade_hop_and_failure(tmp_path: Path, acceptors: list) -> None:
     offers = "\nUpgrades available.\n1. AsyncOS 15.0.0 build 104 upgrade For Email, 2023\n[1]> "
     sa = ScriptedAppliance(
         script={
-            "upgrade": [*base, (offers, "1"), ("\nDo you wish to proceed with the upgrade? [Y]> ", "N")],
+            # Reading the list takes the default item and declines at the confirmation: nothing changes.
+            "upgrade": [*base, (offers, ""), ("\nDo you wish to proceed with the upgrade? [Y]> ", "N")],
         }
     )
-    client, acc = await connect(sa, tmp_path)
-    acceptors.append(acc)
+    client = await served.connect(sa)
     async with client:
         offered = await client.available_upgrades()
     assert [str(o.version) for o in offered] == ["15.0.0-104"]
     sa.script["upgrade"] = [*base, ("\nNo available upgrades. Please check the settings.\n", None)]
-    client2, acc2 = await connect(sa, tmp_path)
-    acceptors.append(acc2)
+    client2 = await served.connect(sa)
     with pytest.raises(UpgradeFailed, match="No available upgrades"):
         await client2.upgrade(Version.parse("16.0.0-123"))
     await client2.close()
 
 
-async def test_unknown_command_timeout_and_drop(tmp_path: Path, acceptors: list) -> None:
+async def test_unknown_command_timeout_and_drop(served: Served) -> None:
     sa = ScriptedAppliance(
         silent={"workqueue status"},
         drop={"status detail"},
         script={"status detail": [("\npartial output", None)]},
     )
-    client, acc = await connect(sa, tmp_path, timeout=0.5)
-    acceptors.append(acc)
+    client = await served.connect(sa, timeout=0.5)
     with pytest.raises(UnknownCommand):
         await client.slbl_export()
     with pytest.raises(CommandTimeout):
@@ -304,47 +265,38 @@ async def test_unknown_command_timeout_and_drop(tmp_path: Path, acceptors: list)
     await client.close()
 
 
-async def test_connection_errors_are_typed(tmp_path: Path, acceptors: list) -> None:
+async def test_connection_errors_are_typed(served: Served, tmp_path: Path) -> None:
     sa = ScriptedAppliance(script={"version": [(VERSION_OUT, None)]})
-    client, acc = await connect(sa, tmp_path, password="wrong")
-    acceptors.append(acc)
+    port, kh, _ = await served.serve(sa)
     with pytest.raises(AuthFailed):
-        await client.version()
+        await Appliance(served.options(port, kh, "wrong")).version()
     # A different key in known_hosts: refused, with instructions; no trust on first use.
     other = tmp_path / "other_known_hosts"
-    port = acc.sockets[0].getsockname()[1]
     other.write_text(f"[127.0.0.1]:{port} {asyncssh.generate_private_key('ssh-ed25519').export_public_key().decode()}")
-    client2, acc2 = await connect(sa, tmp_path, known_hosts=other)
-    acceptors.append(acc2)
-    opts = client2.opts
-    bad = Appliance(ConnectOptions("esa1", "127.0.0.1", port, opts.credentials, asyncssh.read_known_hosts(str(other))))
     with pytest.raises(HostKeyRejected, match="ssh-keyscan"):
-        await bad.version()
-    acc.close()
-    await acc.wait_closed()
-    refused = Appliance(
-        ConnectOptions("esa1", "127.0.0.1", port, opts.credentials, opts.known_hosts, connect_timeout=2)
-    )
+        await Appliance(served.options(port, other, sa.password)).version()
+    acceptor = served.items[-1][1]
+    acceptor.close()
+    await acceptor.wait_closed()
     with pytest.raises(ConnectFailed, match="refused"):
-        await refused.version()
+        await Appliance(served.options(port, kh, sa.password, connect_timeout=2)).version()
 
 
-async def test_commit_nothing_and_bad_answer(tmp_path: Path, acceptors: list) -> None:
+async def test_commit_nothing_and_bad_answer(served: Served) -> None:
     sa = ScriptedAppliance(
         script={
             "commit": [("\nThere is no data to commit.\n", None)],
             "resumelistener": [("\nInvalid arguments when processing: resumelistener\n", None)],
         }
     )
-    client, acc = await connect(sa, tmp_path)
-    acceptors.append(acc)
+    client = await served.connect(sa)
     async with client:
         assert await client.commit("x") is False
         with pytest.raises(CommandFailed):
             await client.resume_listeners()
 
 
-async def test_refused_answer_fails_clearly_instead_of_looping(tmp_path: Path, acceptors: list) -> None:
+async def test_refused_answer_fails_clearly_instead_of_looping(served: Served) -> None:
     ask = ("\nYou must enter a valid hostname and port.\n[]> ", ".*")
     sa = ScriptedAppliance(
         script={
@@ -354,17 +306,15 @@ async def test_refused_answer_fails_clearly_instead_of_looping(tmp_path: Path, a
             ]
         }
     )
-    client, acc = await connect(sa, tmp_path, timeout=20)
-    acceptors.append(acc)
+    client = await served.connect(sa, timeout=20)
     with pytest.raises(DialogueError, match="keeps asking"):
         await client.set_upgrade_source(UpgradeSource("h:80", "http://h/asyncos/x.xml"))
     await client.close()
 
 
-async def test_shell_refused_after_login_is_a_typed_error(tmp_path: Path, acceptors: list) -> None:
+async def test_shell_refused_after_login_is_a_typed_error(served: Served) -> None:
     """Between login and the shell the appliance may go down (rebooting): typed, never a raw OSError."""
     sa = ScriptedAppliance(refuse_shell=True)
-    client, acc = await connect(sa, tmp_path)
-    acceptors.append(acc)
+    client = await served.connect(sa)
     with pytest.raises(ConnectionLost, match=r"opening the shell|during `\(login\)`"):
         await client.version()

@@ -29,6 +29,7 @@ from segtui.tui.app import SegtuiApp
 from segtui.tui.screens import ConfirmScreen, HelpScreen, TypeNameScreen
 from segtui.tui.widgets import FleetTable
 from tests.conftest import TEST_PASSWORD, make_rollout, start_fleet
+from tests.test_tui_support import drawn, until
 from tests.tmux import TmuxSession
 
 SIZE = (160, 45)
@@ -36,26 +37,17 @@ T0 = 1_795_000_000.0
 
 
 async def wait_until(pilot, cond, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        await pilot.pause(0.1)
-    raise AssertionError("condition not met in time")
+    await until(pilot, cond, timeout)
 
 
 def text_of(widget: object) -> str:
-    """The plain text a Static shows (Rich renderables rendered without colour)."""
-    from rich.console import Console
-
-    console = Console(width=200, record=True, color_system=None)
-    console.print(widget.content)  # type: ignore[attr-defined]
-    return console.export_text()
+    """The plain text a widget draws now (its lines as they reach the terminal)."""
+    return drawn(widget)
 
 
 def table_cell(app: SegtuiApp, name: str, column: str) -> str:
-    table = app.query_one(FleetTable)
-    return table.cell_text(name, column)
+    """The cell as drawn on screen (through the strip cache): a stale row reads stale."""
+    return app.query_one(FleetTable).drawn_cells(name)[column]
 
 
 async def test_g_y_runs_the_rollout_with_live_panels(tmp_path: Path) -> None:
@@ -66,7 +58,7 @@ async def test_g_y_runs_the_rollout_with_live_panels(tmp_path: Path) -> None:
         )
         app = SegtuiApp(rollout)
         async with app.run_test(size=SIZE) as pilot:
-            await pilot.pause(0.3)
+            await pilot.pause()
             assert rollout.state.value == "ready"
             table = app.query_one(FleetTable)
             assert table.shown == ["esa01", "esa02", "esa03", "esa04"] and table.cursor_row == 0
@@ -80,13 +72,15 @@ async def test_g_y_runs_the_rollout_with_live_panels(tmp_path: Path) -> None:
             progress = text_of(app.query_one("#progress"))
             assert "batch 1" in progress
             await wait_until(pilot, lambda: app.outcome is not None, 120)
-            await pilot.pause(0.6)
             assert app.outcome == "completed"
-            for name in ("esa01", "esa02", "esa03", "esa04"):
-                assert table_cell(app, name, "State") == "done"
+            names = ("esa01", "esa02", "esa03", "esa04")
+            await wait_until(pilot, lambda: all(table_cell(app, n, "State") == "done" for n in names), 10)
+            for name in names:
                 assert table_cell(app, name, "Listeners") == "active"
-            header = text_of(app.query_one("#header"))
-            assert "done 4" in header and "[done]" in header
+                assert table_cell(app, name, "Progress").endswith("100%")
+                assert table_cell(app, name, "Last message").startswith("upgraded ")
+            await wait_until(pilot, lambda: "[done]" in text_of(app.query_one("#header")), 10)
+            assert "done 4" in text_of(app.query_one("#header"))
             # the drain was shown live: depths above zero, then zero, per appliance
             for row in app.model.rows.values():
                 assert max(row.depth_history) > 0 and row.depth_history[-1] == 0
@@ -100,7 +94,7 @@ async def test_suspend_and_resume_listeners_from_the_keyboard(tmp_path: Path) ->
         rollout = make_rollout(fleet, tmp_path, exit_on_pause=False)
         app = SegtuiApp(rollout)
         async with app.run_test(size=SIZE) as pilot:
-            await pilot.pause(0.2)
+            await pilot.pause()
             await pilot.press("down")  # esa02
             await pilot.press("s")
             assert isinstance(app.screen, ConfirmScreen) and "esa02" in app.screen.question
@@ -149,7 +143,6 @@ async def test_readonly_hides_and_refuses_changes(tmp_path: Path) -> None:
     app = SegtuiApp(rollout, readonly=True, run_rollout=False)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("g", "s", "a", "x")
-        await pilot.pause(0.1)
         assert not isinstance(app.screen, ConfirmScreen)
         assert rollout.state.value == "ready"
         footer_keys = {key for key, b in app.active_bindings.items() if b.binding.show and b.enabled}
@@ -167,12 +160,11 @@ async def test_production_fleet_wide_actions_need_the_fleet_name(tmp_path: Path)
         await pilot.press("g")
         assert isinstance(app.screen, TypeNameScreen)
         await pilot.press("y", "enter")  # 'y' is not the fleet's name
-        await pilot.pause(0.1)
+        await wait_until(pilot, lambda: not isinstance(app.screen, TypeNameScreen), 10)
         assert rollout.state.value == "ready"
         await pilot.press("g")
         await pilot.press(*"emea-prod", "enter")
-        await pilot.pause(0.1)
-        assert rollout.state.value == "running"
+        await wait_until(pilot, lambda: rollout.state.value == "running", 10)
 
 
 async def test_filter_sort_detail_and_quit_asks(tmp_path: Path) -> None:
@@ -183,18 +175,19 @@ async def test_filter_sort_detail_and_quit_asks(tmp_path: Path) -> None:
     async with app.run_test(size=SIZE) as pilot:
         table = app.query_one(FleetTable)
         await pilot.press("slash", *"esa03")
-        await pilot.pause(0.1)
-        assert table.shown == ["esa03"]
+        await wait_until(pilot, lambda: table.shown == ["esa03"], 10)
+        assert "1 of 8 match" in text_of(app.query_one("#status"))
         await pilot.press("enter")  # keep the filter, back to the table
         await pilot.press("enter")  # detail
-        await pilot.pause(0.2)
-        assert type(app.screen).__name__ == "ApplianceDetailScreen"
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "ApplianceDetailScreen", 10)
         await pilot.press("escape")
         await pilot.press("escape")  # clears the filter
-        await pilot.pause(0.1)
-        assert len(table.shown) == 8
+        await wait_until(pilot, lambda: len(table.shown) == 8, 10)
         await pilot.press("o")  # sort by group
         assert table.sort_key == "group" and table.shown[0] == "esa02"
+        assert "Group▲" in table.render_line(0).text  # the sort is marked on screen
+        await pilot.press("O")
+        assert table.shown[0] == "esa07" and "Group▼" in table.render_line(0).text
         rollout.start()
         await pilot.press("q")
         assert isinstance(app.screen, ConfirmScreen) and "segtui resume" in app.screen.question
@@ -355,10 +348,9 @@ async def test_image_column_shows_staged_downloading_and_not_staged(tmp_path: Pa
     again = Rollout(rollout.inventory, rollout.settings, rollout.target, rollout.journal, RolloutOptions())
     again.begin()
     app = SegtuiApp(again, run_rollout=False)
-    async with app.run_test(size=SIZE) as pilot:
-        table = app.query_one(FleetTable)
-        assert table.cell_text("esa01", "Image") == "staged"
-        assert table.cell_text("esa02", "Image") == "-"
+    async with app.run_test(size=(220, 45)) as pilot:
+        assert table_cell(app, "esa01", "Image") == "staged"
+        assert table_cell(app, "esa02", "Image") == "-"
         again._emit(StagingChanged(appliance="esa02", status="downloading", version="16.0.0-123", percent=40))
-        await pilot.pause(0.4)
-        assert table.cell_text("esa02", "Image") == "dl 40%"
+        # read from the screen: without the repaint the cached strip would still say "-"
+        await wait_until(pilot, lambda: table_cell(app, "esa02", "Image") == "dl 40%", 10)

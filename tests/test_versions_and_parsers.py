@@ -1,4 +1,4 @@
-"""Parsers are pure: tested against every transcript of ../shared/asyncos and DIALOGUES.md's examples."""
+"""Parsers are pure: tested against the example transcripts in tests/data and DIALOGUES.md's examples."""
 
 from __future__ import annotations
 
@@ -12,15 +12,11 @@ from segtui.asyncos import parsers
 from segtui.asyncos.errors import ParseError
 from segtui.asyncos.versions import Version, VersionError
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "asyncos"
-TRANSCRIPTS = SHARED / "transcripts"
+TRANSCRIPTS = Path(__file__).parent / "data" / "transcripts"
 
 
 def transcript(name: str) -> str:
-    path = TRANSCRIPTS / name
-    if not path.exists():  # CI lays shared/ beside the clone; a copy is kept in tests/data
-        path = Path(__file__).parent / "data" / "transcripts" / name
-    return path.read_text()
+    return (TRANSCRIPTS / name).read_text()
 
 
 def test_version_tags_both_ways() -> None:
@@ -192,8 +188,17 @@ PARSERS = [
     parsers.parse_workqueue_status,
     parsers.parse_status_detail,
     parsers.parse_saveconfig,
+    parsers.parse_saveconfig_machine,
     parsers.parse_slbl_export,
     parsers.parse_update_settings,
+    parsers.parse_download_status,
+]
+LIST_PARSERS = [
+    parsers.parse_upgrades_available,
+    parsers.parse_machine_choices,
+    parsers.parse_cluster_list,
+    parsers.parse_listeners,
+    parsers.versions_named,
 ]
 
 
@@ -202,8 +207,41 @@ PARSERS = [
 def test_parsers_typed_error_or_result(parse, text: str) -> None:  # type: ignore[no-untyped-def]
     try:
         parse(text)
-    except ParseError:
-        pass
+    except ParseError as exc:
+        assert exc.appliance == "?" and "\n" not in exc.message
+
+
+@pytest.mark.parametrize("parse", LIST_PARSERS, ids=lambda p: p.__name__)
+@given(text=st.text(max_size=400))
+def test_list_parsers_never_raise(parse, text: str) -> None:  # type: ignore[no-untyped-def]
+    assert isinstance(parse(text), list)
+
+
+HOSTILE = [
+    "[" * 300_000,
+    "a" * 300_000,
+    "1" * 300_000,
+    "1." * 150_000,
+    "\r" + " " * 300_000,
+    '"/' * 150_000,
+    "AsyncOS upgrades" * 20_000,
+    "x.csv" * 60_000 + "y" * 100_000,
+    "1. " + "a-" * 150_000,
+]
+
+
+@pytest.mark.parametrize("parse", PARSERS + LIST_PARSERS, ids=lambda p: p.__name__)
+def test_parsers_are_linear_on_hostile_text(parse) -> None:  # type: ignore[no-untyped-def]
+    """300 KB of the worst shapes for each pattern: every parser answers within a generous bound."""
+    import time
+
+    for text in HOSTILE:
+        started = time.process_time()
+        try:
+            parse(text)
+        except ParseError:
+            pass
+        assert time.process_time() - started < 2.0, (parse.__name__, text[:20])
 
 
 @pytest.mark.parametrize(
@@ -224,12 +262,17 @@ def test_truncated_transcripts_never_crash_or_lie(name: str, cut: int) -> None:
             continue
         assert partial == full, f"{parse.__name__} gave a wrong success on truncated text"
     offers = parsers.parse_upgrades_available(text)
-    full = parsers.parse_upgrades_available(transcript(name))
-    assert [o.version for o in offers] == [o.version for o in full][: len(offers)]
-    for line in text.splitlines():
-        parsers.parse_progress_line(line)
-    for parse_list in (parsers.parse_machine_choices,):
-        parse_list(text)
+    full_offers = parsers.parse_upgrades_available(full_text)
+    assert [(o.number, o.version) for o in offers] == [(o.number, o.version) for o in full_offers][: len(offers)]
+    # Each complete line says what the same line of the full text says.
+    complete = text.split("\n")[:-1]
+    for line, full_line in zip(complete, full_text.split("\n"), strict=False):
+        assert parsers.parse_progress_line(line) == parsers.parse_progress_line(full_line)
+    # Lists read from truncated text are a prefix of the full list, never a different or cut-off item.
+    for parse_list in (parsers.parse_machine_choices, parsers.parse_cluster_list, parsers.parse_listeners):
+        partial_items = parse_list(text)
+        full_items = parse_list(full_text)
+        assert partial_items == full_items[: len(partial_items)], parse_list.__name__
 
 
 def test_next_hop_is_the_target_or_the_newest_step_below_it() -> None:

@@ -6,9 +6,11 @@ import asyncio
 import hashlib
 import os
 import re
-from collections.abc import Callable
+import shlex
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import TypeVar
 
 import asyncssh
 
@@ -27,8 +29,18 @@ from segtui.asyncos.parsers import (
     VersionInfo,
     WorkQueueStatus,
 )
-from segtui.asyncos.session import Answer, CLISession, ConnectOptions, TranscriptSink
+from segtui.asyncos.session import (
+    Answer,
+    CLISession,
+    ConnectOptions,
+    DialoguePolicy,
+    TranscriptSink,
+    UnknownQuestionSink,
+)
 from segtui.asyncos.versions import Version, next_hop
+from segtui.textsafe import one_line
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -43,8 +55,7 @@ class CommandTimeouts:
 
 @dataclass(frozen=True)
 class ListenerChange:
-    listeners: list[str]
-    none_configured: bool = False
+    listeners: list[str]  # empty when the appliance has no listeners
 
 
 @dataclass(frozen=True)
@@ -63,12 +74,112 @@ class UpgradeResult:
     installed_staged: bool = False  # INSTALL of an image downloaded beforehand
 
 
-def choose_offer(offers: list[UpgradeOffer], target: Version, allow_hop: bool = True) -> UpgradeOffer | None:
-    """The target if offered; else the newest offer below it (an intermediate hop), if hops are allowed."""
-    version = next_hop((o.version for o in offers), target)
-    if version is None or (version != target and not allow_hop):
+def choose_offer(
+    offers: list[UpgradeOffer],
+    target: Version,
+    *,
+    allowed: Collection[Version] | None = None,
+    current: Version | None = None,
+) -> UpgradeOffer | None:
+    """The item to answer with: the target if offered, else the planned hop (`allowed`) or, without a plan,
+    the newest offer between `current` and the target. Never any other release."""
+    candidates = [o.version for o in offers if allowed is None or o.version in allowed]
+    version = next_hop(candidates, target, current)
+    if version is None:
         return None
     return next(o for o in offers if o.version == version)
+
+
+def _offered(offers: list[UpgradeOffer]) -> str:
+    return ", ".join(f"[{o.number}] {o.version}" for o in offers) or "nothing"
+
+
+BACKUP_MAX_BYTES = 256 * 1024 * 1024
+_SCP_BLOCK = 256 * 1024
+_SCP_HEADER_MAX = 4096
+
+
+def backup_file_name(remote: str) -> str | None:
+    """The local name for a remote file: its basename, or None when `remote` names no single file."""
+    if not remote or remote.endswith("/") or any(c in remote for c in "\0\n\r*?["):
+        return None
+    name = PurePosixPath(remote).name
+    return None if name in ("", ".", "..") else name
+
+
+class _ScpRefused(Exception):
+    """The SCP exchange cannot go on (refused, too large, malformed): the message says why."""
+
+
+async def _scp_line(stdout: asyncssh.SSHReader[bytes]) -> bytes:
+    """One protocol line, bounded: a peer that never sends a newline cannot grow our memory."""
+    line = b""
+    while not line.endswith(b"\n"):
+        byte = await stdout.read(1)
+        if not byte:
+            raise _ScpRefused("the transfer ended in the middle of a protocol line")
+        line += byte
+        if len(line) > _SCP_HEADER_MAX:
+            raise _ScpRefused("malformed SCP reply (header line too long)")
+    return line[:-1]
+
+
+async def _scp_fetch(
+    conn: asyncssh.SSHClientConnection, remote: str, target: Path, max_bytes: int, created: list[bool]
+) -> tuple[str, int]:
+    """The sink side of the (legacy) SCP protocol over `scp -f`: one regular file, refused before any
+    byte of it is read when the header announces more than `max_bytes`."""
+    process = await conn.create_process(f"scp -f {shlex.quote(remote)}", encoding=None)
+    try:
+        stdin, stdout = process.stdin, process.stdout
+        stdin.write(b"\0")
+        while True:
+            kind = await stdout.read(1)
+            if not kind:
+                raise _ScpRefused("the appliance sent no file")
+            line = await _scp_line(stdout)
+            text = one_line(line.decode("utf-8", "replace"), 200)
+            if kind in (b"\x01", b"\x02"):
+                raise _ScpRefused(f"refused by the appliance: {text}")
+            if kind == b"T":  # times (only with -p): acknowledge and go on
+                stdin.write(b"\0")
+                continue
+            if kind == b"C":
+                break
+            if kind == b"D":
+                raise _ScpRefused("it is a directory, not a file")
+            raise _ScpRefused(f"unexpected SCP reply {one_line((kind + line).decode('utf-8', 'replace'), 80)!r}")
+        fields = text.split(" ", 2)
+        if len(fields) != 3 or not fields[1].isdigit():
+            raise _ScpRefused(f"malformed SCP header {text!r}")
+        size = int(fields[1])
+        if size > max_bytes:
+            raise _ScpRefused(f"the file is {size} bytes, over the limit of {max_bytes} bytes: not fetched")
+        # A file left by an earlier attempt is replaced, never written through (unlink does not follow links).
+        target.unlink(missing_ok=True)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        created[0] = True
+        digest = hashlib.sha256()
+        got = 0
+        with os.fdopen(fd, "wb") as out:
+            stdin.write(b"\0")
+            while got < size:
+                chunk = await stdout.read(min(_SCP_BLOCK, size - got))
+                if not chunk:
+                    raise _ScpRefused(f"the transfer ended after {got} of {size} bytes")
+                out.write(chunk)
+                digest.update(chunk)
+                got += len(chunk)
+        status = await stdout.read(1)
+        if status != b"\0":
+            reason = await _scp_line(stdout) if status else b"connection closed"
+            raise _ScpRefused(f"error after the data: {one_line(reason.decode('utf-8', 'replace'), 200)}")
+        stdin.write(b"\0")
+        if await stdout.read(1):
+            raise _ScpRefused("the appliance sent more than the one file asked for")
+        return digest.hexdigest(), size
+    finally:
+        process.close()
 
 
 def _pick_all(question: str) -> str:
@@ -78,7 +189,7 @@ def _pick_all(question: str) -> str:
 
 def _listeners_from(output: str, verb: str) -> ListenerChange:
     if "no listeners configured" in output.lower():
-        return ListenerChange([], none_configured=True)
+        return ListenerChange([])
     m = re.search(rf"Receiving {verb} for (.+?)\.?\s*$", output, re.MULTILINE | re.IGNORECASE)
     if not m:
         failure = parsers.find_marker(output, parsers.COMMAND_ERROR_MARKERS) or output.strip()[-200:]
@@ -96,8 +207,13 @@ class Appliance:
         timeouts: CommandTimeouts | None = None,
         transcript: TranscriptSink | None = None,
         handshakes: asyncio.Semaphore | None = None,
+        policy: DialoguePolicy | None = None,
+        on_unknown: UnknownQuestionSink | None = None,
+        secrets: Sequence[str] = (),
     ) -> None:
         self.opts = opts
+        self._policy, self._on_unknown, self._secrets = policy, on_unknown, tuple(secrets)
+        self._hostname: str | None = None
         self._handshakes = handshakes
         self.name = opts.name
         self.timeouts = timeouts or CommandTimeouts()
@@ -109,14 +225,29 @@ class Appliance:
             if self._handshakes is not None:
                 # Bound concurrent handshakes: hundreds at once starve the event loop and the peer.
                 async with self._handshakes:
-                    self._session = await CLISession.open(self.opts, transcript=self._transcript)
+                    self._session = await self._open()
             else:
-                self._session = await CLISession.open(self.opts, transcript=self._transcript)
+                self._session = await self._open()
         return self._session
+
+    async def _open(self) -> CLISession:
+        return await CLISession.open(
+            self.opts,
+            transcript=self._transcript,
+            policy=self._policy,
+            on_unknown=self._on_unknown,
+            secrets=self._secrets,
+        )
+
+    @property
+    def hostname(self) -> str | None:
+        """The appliance's own name (prompt, machine mode, saveconfig), learned by the last session; None before."""
+        return (self._session.hostname if self._session is not None else None) or self._hostname
 
     async def close(self) -> None:
         if self._session is not None:
             session, self._session = self._session, None
+            self._hostname = session.hostname or self._hostname
             await session.close()
 
     async def __aenter__(self) -> Appliance:
@@ -138,9 +269,10 @@ class Appliance:
             return await session.run(
                 command, timeout=timeout or self.timeouts.default, answers=answers or [], on_output=on_output
             )
-        except ConnectionLost:
+        except ParseError as exc:
+            # Raised while answering a question (e.g. no encrypt option): name this appliance.
             await self.close()
-            raise
+            raise ParseError(exc.message, appliance=self.name) from None
         except BaseException:
             # A half-finished dialogue leaves the CLI in an unknown place: never reuse it.
             await self.close()
@@ -150,15 +282,26 @@ class Appliance:
     def prompt(self) -> str | None:
         return self._session.prompt if self._session else None
 
+    def _parse(self, parse: Callable[[str], _T], text: str) -> _T:
+        """Run a parser; its ParseError names this appliance (`esa03: version output ...`)."""
+        try:
+            return parse(text)
+        except ParseError as exc:
+            raise ParseError(exc.message, appliance=self.name) from None
+
     # --- read-only -------------------------------------------------------------------------------
+    async def read(self, command: str, *, answers: Sequence[Answer] = ()) -> str:
+        """A read-only command whose dialogue the caller leaves without changes (the probe); normalized output."""
+        return await self._run(command, answers=list(answers))
+
     async def version(self) -> VersionInfo:
-        return parsers.parse_version(await self._run("version"))
+        return self._parse(parsers.parse_version, await self._run("version"))
 
     async def status_detail(self) -> StatusDetail:
-        return parsers.parse_status_detail(await self._run("status detail"))
+        return self._parse(parsers.parse_status_detail, await self._run("status detail"))
 
     async def workqueue_status(self) -> WorkQueueStatus:
-        return parsers.parse_workqueue_status(await self._run("workqueue status"))
+        return self._parse(parsers.parse_workqueue_status, await self._run("workqueue status"))
 
     # --- listeners -------------------------------------------------------------------------------
     async def suspend_listeners(self, delay: int = 30) -> ListenerChange:
@@ -186,7 +329,7 @@ class Appliance:
     async def upgrade_source(self) -> UpgradeSource:
         """Read where AsyncOS upgrades come from (leaves updateconfig without changes)."""
         out = await self._run("updateconfig", answers=[Answer(r"Choose the operation you want to perform", "")])
-        return parsers.parse_update_settings(out)
+        return self._parse(parsers.parse_update_settings, out)
 
     async def set_upgrade_source(self, source: UpgradeSource) -> None:
         """Walk updateconfig SETUP, changing only the AsyncOS upgrade questions; defaults elsewhere."""
@@ -231,7 +374,7 @@ class Appliance:
             answers=[Answer(r"Choose the pass(word|phrase) option", _pick_encrypt)],
             timeout=self.timeouts.backup,
         )
-        return parsers.parse_saveconfig(out)
+        return self._parse(parsers.parse_saveconfig, out)
 
     async def slbl_export(self) -> str | None:
         """Export the safelist/blocklist; None when the feature is off."""
@@ -240,24 +383,34 @@ class Appliance:
             answers=[Answer(r"Choose the operation you want to perform", "EXPORT", times=1)],
             timeout=self.timeouts.backup,
         )
-        return parsers.parse_slbl_export(out)
+        return self._parse(parsers.parse_slbl_export, out)
 
-    async def download(self, remote: str, local_dir: Path, kind: str) -> Backup:
-        """Fetch a file over SCP into a private directory; the file ends up mode 0600."""
+    async def download(self, remote: str, local_dir: Path, kind: str, *, max_bytes: int = BACKUP_MAX_BYTES) -> Backup:
+        """Fetch one file over SCP into a private directory: at most `max_bytes`, streamed to disk and
+        hashed on the way, mode 0600 from its first byte; any failure leaves no partial file behind."""
+        name = backup_file_name(remote)
+        if name is None:
+            raise CommandFailed(self.name, f"refusing to fetch {remote!r}: not the name of a file")
         session = await self.session()
         local_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(local_dir, 0o700)
-        target = local_dir / Path(remote).name
+        target = local_dir / name
+        created = [False]
         try:
             async with asyncio.timeout(self.timeouts.backup):
-                await asyncssh.scp((session.conn, remote), str(target))
-        except TimeoutError:
-            raise CommandFailed(self.name, f"SCP of {remote} timed out") from None
-        except (asyncssh.Error, OSError) as exc:
-            raise CommandFailed(self.name, f"SCP of {remote} failed: {exc}") from None
-        os.chmod(target, 0o600)
-        digest = hashlib.sha256(target.read_bytes()).hexdigest()
-        if target.stat().st_size == 0:
+                digest, size = await _scp_fetch(session.conn, remote, target, max_bytes, created)
+        except BaseException as exc:
+            if created[0]:
+                target.unlink(missing_ok=True)
+            if isinstance(exc, TimeoutError):
+                raise CommandFailed(self.name, f"SCP of {remote} timed out") from None
+            if isinstance(exc, _ScpRefused):
+                raise CommandFailed(self.name, f"SCP of {remote}: {exc}") from None
+            if isinstance(exc, (asyncssh.Error, OSError)):
+                raise CommandFailed(self.name, f"SCP of {remote} failed: {one_line(str(exc), 200)}") from None
+            raise
+        if size == 0:
+            target.unlink(missing_ok=True)
             raise CommandFailed(self.name, f"backup {remote} is empty")
         return Backup(kind, remote, target, digest)
 
@@ -266,47 +419,70 @@ class Appliance:
         self,
         target: Version,
         *,
-        operation: str = "DOWNLOADINSTALL",
+        allowed: Collection[Version] | None = None,
+        current: Version | None = None,
         close_seconds: int = 30,
         on_progress: Callable[[UpgradeProgress], None] | None = None,
         before_confirm: Callable[[Version], None] | None = None,
-        allow_hop: bool = True,
         staged: Version | None = None,
     ) -> UpgradeResult:
-        """Run `upgrade` to `target` (or the best intermediate hop) until the appliance reboots.
+        """Run `upgrade` to `target` (or the planned hop) until the appliance reboots.
 
-        With `staged`, an image downloaded beforehand is installed (INSTALL) when the appliance offers it.
+        The hard rule: the upgrade is confirmed only to the target or a planned hop (`allowed`; without a
+        plan, the newest offer between `current` and the target). If the `Upgrades available.` list cannot
+        be read, offers neither, or the confirmation comes without our choice having been made, the step
+        fails before "Y" is sent. With `staged`, an image downloaded beforehand is installed (INSTALL)
+        when the appliance offers it and it is such a release.
         """
         offers: list[UpgradeOffer] = []
         chosen: list[Version] = []
         confirmed = False
         used_install = [False]
 
+        def permitted(version: Version) -> bool:
+            if allowed is not None:
+                return version in allowed
+            return version == target or (version < target and (current is None or current < version))
+
         def choose_operation(question: str) -> str:
-            if staged is not None and re.search(r"^- INSTALL\b", question, re.MULTILINE):
+            if staged is not None and permitted(staged) and re.search(r"^- INSTALL\b", question, re.MULTILINE):
                 m = _IMAGE_IN_MENU_RE.search(question)
                 menu_version = Version.from_build(m.group(1), m.group(2)) if m else None
                 if menu_version in (None, staged):
                     used_install[0] = True
                     chosen.append(staged)
                     return "INSTALL"
-            return operation
+            return "DOWNLOADINSTALL"
 
         phase = ["analysis"]
 
         def pick(question: str) -> str:
-            offers.extend(parsers.parse_upgrades_available(question))
-            choice = choose_offer(offers, target, allow_hop)
+            listed = parsers.parse_upgrades_available(question)
+            if not listed:
+                tail = " / ".join(question.strip().splitlines()[-3:])
+                raise UpgradeFailed(self.name, f"the 'Upgrades available.' list could not be read: {tail}")
+            offers[:] = listed
+            choice = choose_offer(listed, target, allowed=allowed, current=current)
             if choice is None:
-                listed = ", ".join(str(o.version) for o in offers) or "nothing"
-                raise UpgradeFailed(self.name, f"target {target} not offered (offered: {listed})")
+                raise UpgradeFailed(self.name, f"target {target} not offered (offered: {_offered(listed)})")
             chosen.append(choice.version)
             return str(choice.number)
 
-        def confirm(_question: str) -> str:
+        def confirm(question: str) -> str:
             nonlocal confirmed
+            if not chosen:
+                # The appliance skipped the list (or we could not recognise it) and took its own default.
+                raise UpgradeFailed(
+                    self.name, "asked to confirm an upgrade before any release was chosen: not confirming"
+                )
+            if not permitted(chosen[-1]):
+                raise UpgradeFailed(self.name, f"refusing to confirm an upgrade to {chosen[-1]} (target {target})")
+            named = parsers.versions_named(question)
+            if named and chosen[-1] not in named:
+                listed = ", ".join(str(v) for v in named)
+                raise UpgradeFailed(self.name, f"the confirmation names {listed}, not {chosen[-1]}: not confirming")
             if before_confirm is not None:
-                before_confirm(chosen[-1] if chosen else target)
+                before_confirm(chosen[-1])
             confirmed = True
             return "Y"
 
@@ -338,7 +514,7 @@ class Appliance:
         except ConnectionLost:
             if confirmed:
                 # The session drops when the appliance reboots (or mid-install): it carries on.
-                return UpgradeResult(chosen[-1] if chosen else target, offers, True, used_install[0])
+                return UpgradeResult(chosen[-1], offers, True, used_install[0])
             raise
         failure = parsers.find_marker(out, parsers.UPGRADE_FAILURE_MARKERS)
         if failure:
@@ -346,16 +522,22 @@ class Appliance:
         if not confirmed:
             raise UpgradeFailed(self.name, f"upgrade ended before confirmation: {out.strip()[-200:]}")
         # Some releases return to the prompt and reboot a moment later.
-        return UpgradeResult(chosen[-1] if chosen else target, offers, True, used_install[0])
+        return UpgradeResult(chosen[-1], offers, True, used_install[0])
 
-    async def download_image(self, target: Version, *, allow_hop: bool = True) -> Version:
-        """`upgrade > DOWNLOAD`: stage the image of `target` (or the best hop) in the background."""
+    async def download_image(
+        self, target: Version, *, allowed: Collection[Version] | None = None, current: Version | None = None
+    ) -> Version:
+        """`upgrade > DOWNLOAD`: stage the image of `target` (or the planned hop) in the background."""
         chosen: list[Version] = []
 
         def pick(question: str) -> str:
-            choice = choose_offer(parsers.parse_upgrades_available(question), target, allow_hop)
+            listed = parsers.parse_upgrades_available(question)
+            if not listed:
+                raise UpgradeFailed(self.name, "the 'Upgrades available.' list could not be read")
+            choice = choose_offer(listed, target, allowed=allowed, current=current)
             if choice is None:
-                raise UpgradeFailed(self.name, f"target {target} not offered for download")
+                offered = _offered(listed)
+                raise UpgradeFailed(self.name, f"target {target} not offered for download (offered: {offered})")
             chosen.append(choice.version)
             return str(choice.number)
 
@@ -398,7 +580,7 @@ class Appliance:
             offers.extend(parsers.parse_upgrades_available(question))
             return ""
 
-        out = await self._run(
+        await self._run(
             "upgrade",
             answers=[
                 *_upgrade_preamble(keep_download=True),
@@ -411,9 +593,7 @@ class Appliance:
             ],
             timeout=self.timeouts.analysis,
         )
-        failure = parsers.find_marker(out, parsers.UPGRADE_FAILURE_MARKERS[:5])
-        if failure and not offers:
-            return []
+        # "No available upgrades" and the like leave the list empty: that is the answer.
         return offers
 
     async def reboot(self, close_seconds: int = 30) -> None:
@@ -429,18 +609,23 @@ class Appliance:
             return
 
     # --- clusters --------------------------------------------------------------------------------
-    async def cluster_disconnect(self, machine: str) -> None:
-        await self._cluster_op("DISCONNECT", machine, r"is now disconnected")
+    async def cluster_disconnect(self, hostname: str) -> None:
+        """Disconnect the machine whose own hostname (learned from the appliance) is `hostname`."""
+        await self._cluster_op("DISCONNECT", hostname, r"is now disconnected")
 
-    async def cluster_reconnect(self, machine: str) -> None:
-        await self._cluster_op("RECONNECT", machine, r"reconnected|is now connected")
+    async def cluster_reconnect(self, hostname: str) -> None:
+        """Reconnect the machine whose own hostname (learned from the appliance) is `hostname`."""
+        await self._cluster_op("RECONNECT", hostname, r"reconnected|is now connected")
 
-    async def _cluster_op(self, op: str, machine: str, success: str) -> None:
+    async def _cluster_op(self, op: str, hostname: str, success: str) -> None:
         def choose(question: str) -> str:
-            for m in parsers.parse_machine_choices(question):
-                if m.name == machine or m.name.split(".")[0] == machine.split(".")[0]:
+            # Exactly the learned hostname: an inventory label or a first DNS label could pick another box.
+            machines = parsers.parse_machine_choices(question)
+            for m in machines:
+                if parsers.same_host(m.name, hostname):
                     return str(m.number)
-            raise CommandFailed(self.name, f"clusterconfig {op}: {machine} not offered")
+            offered = ", ".join(m.name for m in machines) or "nothing"
+            raise CommandFailed(self.name, f"clusterconfig {op}: {hostname} not offered (offered: {offered})")
 
         out = await self._run(
             "clusterconfig",

@@ -20,6 +20,10 @@ class AuthFailed(ApplianceError):
     """The appliance rejected the credentials."""
 
 
+class KeyFileError(AuthFailed):
+    """The SSH key file cannot be used (missing, encrypted without a passphrase, not a key)."""
+
+
 class HostKeyRejected(ApplianceError):
     """The host key is unknown or differs from known_hosts: never trusted silently."""
 
@@ -44,9 +48,20 @@ class DialogueError(ApplianceError):
     """The appliance asked something we cannot answer safely (e.g. a password)."""
 
 
+class UnknownQuestion(DialogueError):
+    """The appliance asked a question no rule answers, and the dialogue policy says stop."""
+
+
+class OutputTooLarge(ApplianceError):
+    """One command sent more output than the per-command cap without reaching its prompt."""
+
+
 class UpgradeFailed(ApplianceError):
     """`upgrade` printed one of AsyncOS's failure strings."""
 
 
-class ParseError(ValueError):
-    """Output did not have the shape a parser needs."""
+class ParseError(ApplianceError):
+    """Output did not have the shape a parser needs; `Appliance` re-raises it with its own name."""
+
+    def __init__(self, message: str, appliance: str = "?") -> None:
+        super().__init__(appliance, message)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from segtui.asyncos.errors import ParseError
 from segtui.asyncos.versions import Version, VersionError
+from segtui.textsafe import strip_control
 
 # The main prompt, anchored at the end of the buffer: every question also ends in "> ".
 MAIN_PROMPT_RE = re.compile(r"(?m)^(\((?:Cluster|Group|Machine) [^)\n]+\)|[A-Za-z0-9._-]+)> \Z")
@@ -35,7 +36,8 @@ UPGRADE_FAILURE_MARKERS = (
 
 
 def normalize(text: str) -> str:
-    """CRLF to LF, drop erased pager lines and pager markers, drop stray CRs."""
+    """Control sequences out, CRLF to LF, erased pager lines and pager markers out, stray CRs out."""
+    text = strip_control(text)
     text = _ERASE_RE.sub("", text)
     text = text.replace("\r\n", "\n")
     text = _PAGER_ANYWHERE_RE.sub("", text)
@@ -66,14 +68,65 @@ def find_marker(text: str, markers: tuple[str, ...]) -> str | None:
     return None
 
 
-def _key_values(text: str) -> dict[str, str]:
-    out: dict[str, str] = {}
+def _complete_lines(text: str) -> list[str]:
     # Only complete lines count: a line cut short by a dropped session must not parse as a value.
-    for line in normalize(text).split("\n")[:-1]:
+    return normalize(text).split("\n")[:-1]
+
+
+def _words(label: str) -> str:
+    """A label compared by its words: case, runs of spaces and a trailing colon do not matter."""
+    return " ".join(label.replace(":", " ").split()).lower()
+
+
+def _key_values(text: str) -> dict[str, str]:
+    """`Key: value` lines by the key's words (lower case); the first occurrence of a key wins."""
+    out: dict[str, str] = {}
+    for line in _complete_lines(text):
         key, sep, value = line.partition(":")
-        if sep and key.strip() and key.strip() not in out:
-            out[key.strip()] = value.strip()
+        words = _words(key)
+        if sep and words and words not in out:
+            out[words] = value.strip()
     return out
+
+
+_NUMBER_RE = re.compile(r"\d{1,3}(?:,\d{3})+|\d+")
+
+
+def parse_number(token: str) -> int | None:
+    """`1,234` or `1234` (thousands separators allowed); None for anything else."""
+    token = token.strip()
+    return int(token.replace(",", "")) if _NUMBER_RE.fullmatch(token) else None
+
+
+@dataclass(frozen=True)
+class Row:
+    """A table row read by meaning: the words of its label and the numbers that end it."""
+
+    label: str
+    numbers: tuple[int, ...]
+
+
+def _rows(text: str) -> list[Row]:
+    """Rows ending in one or more numbers (`Messages Received   1,045,221   233,117`), any widths."""
+    rows: list[Row] = []
+    for line in _complete_lines(text):
+        tokens = line.replace(":", " ").split()
+        numbers: list[int] = []
+        while tokens and (n := parse_number(tokens[-1])) is not None:
+            numbers.append(n)
+            tokens.pop()
+        if numbers and tokens:
+            rows.append(Row(" ".join(tokens).lower(), tuple(reversed(numbers))))
+    return rows
+
+
+def _row_number(rows: list[Row], *labels: str, last: bool = False) -> int | None:
+    """The first (or last) number of the first row whose label contains one of `labels`, in order of preference."""
+    for wanted in labels:
+        for row in rows:
+            if wanted in row.label:
+                return row.numbers[-1] if last else row.numbers[0]
+    return None
 
 
 @dataclass(frozen=True)
@@ -88,19 +141,20 @@ class VersionInfo:
 def parse_version(text: str) -> VersionInfo:
     """`version` output, by key: extra lines on other releases are ignored."""
     kv = _key_values(text)
-    raw = kv.get("Version")
+    raw = kv.get("version") or kv.get("asyncos version")
     if not raw:
         raise ParseError("no 'Version:' line in version output")
     try:
         version = Version.parse(raw.split()[0])
     except VersionError as exc:
-        raise ParseError(str(exc)) from exc
-    vln = kv.get("VLN") or kv.get("Virtual License Number")
+        raise ParseError(f"version output: {exc}") from None
+    serial = kv.get("serial #") or kv.get("serial number") or kv.get("serial")
+    vln = kv.get("vln") or kv.get("virtual license number")
     return VersionInfo(
         version=version,
-        model=kv.get("Model") or None,
-        product=kv.get("Product") or None,
-        serial=kv.get("Serial #") or None,
+        model=kv.get("model") or None,
+        product=kv.get("product") or None,
+        serial=serial or None,
         vln=vln or None,
     )
 
@@ -115,40 +169,41 @@ class WorkQueueStatus:
         return self.status.lower().startswith("paused")
 
 
-_WQ_STATUS_RE = re.compile(r"Status:[ \t]+(.+)\n")
-_WQ_MESSAGES_RE = re.compile(r"Messages:[ \t]+([\d,]+)[ \t]*\n")
-
-
 def parse_workqueue_status(text: str) -> WorkQueueStatus:
-    text = normalize(text)
-    status = _WQ_STATUS_RE.search(text)
-    messages = _WQ_MESSAGES_RE.search(text)
-    if not status or not messages:
+    kv = _key_values(text)
+    status = kv.get("status") or kv.get("work queue status") or kv.get("workqueue status")
+    raw = kv.get("messages") or kv.get("messages in work queue")
+    messages = parse_number(raw.split()[0]) if raw else None
+    if not status or messages is None:
         raise ParseError("workqueue status output lacks 'Status:' or 'Messages:'")
-    return WorkQueueStatus(status.group(1).strip(), int(messages.group(1).replace(",", "")))
+    return WorkQueueStatus(status, messages)
 
 
 @dataclass(frozen=True)
 class StatusDetail:
     system_status: str
     workqueue_messages: int
+    # Lifetime counters for mail-flow guards; None when the release prints no such row.
+    received: int | None = None
+    completed: int | None = None
 
     @property
     def receiving_suspended(self) -> bool:
         return "receiving" in self.system_status.lower() and "suspended" in self.system_status.lower()
 
 
-_SYSTEM_STATUS_RE = re.compile(r"System status:[ \t]+(.+)\n")
-_WQ_GAUGE_RE = re.compile(r"Messages In Work Queue[ \t]+([\d,]+)[ \t]*\n")
-
-
 def parse_status_detail(text: str) -> StatusDetail:
-    text = normalize(text)
-    status = _SYSTEM_STATUS_RE.search(text)
-    depth = _WQ_GAUGE_RE.search(text)
-    if not status or not depth:
+    status = _key_values(text).get("system status")
+    rows = _rows(text)
+    depth = _row_number(rows, "messages in work queue", "messages in workqueue")
+    if not status or depth is None:
         raise ParseError("status detail lacks 'System status:' or 'Messages In Work Queue'")
-    return StatusDetail(status.group(1).strip(), int(depth.group(1).replace(",", "")))
+    return StatusDetail(
+        status,
+        depth,
+        received=_row_number(rows, "messages received", last=True),
+        completed=_row_number(rows, "completed recipients", "messages delivered", "delivered", last=True),
+    )
 
 
 @dataclass(frozen=True)
@@ -158,27 +213,54 @@ class UpgradeOffer:
     line: str
 
 
-_OFFER_RE = re.compile(r"^\s*(\d+)\.\s+.*?(\d+\.\d+\.\d+) build (\d+) upgrade For Email", re.IGNORECASE)
+_ITEM_RE = re.compile(r"^\s*(\d+)[.)]\s+(.*)$")
+# `15.5.1 build 055` (the list's own form), or `15.5.1-055`; the wording around it is not confirmed.
+_OFFER_VERSION_RE = re.compile(r"(?<![\d.])(\d+)\.(\d+)\.(\d+)(?:\s+build\s+|-)(\d+)\b", re.IGNORECASE)
+
+
+def _offer_version(text: str) -> Version | None:
+    m = _OFFER_VERSION_RE.search(text)
+    if not m:
+        return None
+    try:
+        return Version.from_build(f"{m.group(1)}.{m.group(2)}.{m.group(3)}", m.group(4))
+    except VersionError:
+        return None
+
+
+def versions_named(text: str) -> list[Version]:
+    """Every release named in `text` as `15.5.1 build 055` or `15.5.1-055`."""
+    out: list[Version] = []
+    for m in _OFFER_VERSION_RE.finditer(normalize(text)):
+        try:
+            out.append(Version.from_build(f"{m.group(1)}.{m.group(2)}.{m.group(3)}", m.group(4)))
+        except VersionError:
+            continue
+    return out
 
 
 def parse_upgrades_available(text: str) -> list[UpgradeOffer]:
     """The numbered items after `Upgrades available.`; empty if there is no such list."""
     text = normalize(text)
-    idx = text.find("Upgrades available.")
+    idx = text.lower().rfind("upgrades available")
     if idx < 0:
         return []
     offers: list[UpgradeOffer] = []
-    for line in text[idx:].splitlines()[1:]:
-        m = _OFFER_RE.match(line)
-        if m:
-            offers.append(UpgradeOffer(int(m.group(1)), Version.from_build(m.group(2), m.group(3)), line.strip()))
-        elif QUESTION_RE.search(line + " ") or line.strip().endswith("]>"):
+    for line in text[idx:].split("\n")[1:]:
+        if line.rstrip().endswith("]>"):
             break
+        m = _ITEM_RE.match(line)
+        if not m:
+            continue
+        version = _offer_version(m.group(2))
+        if version is not None:
+            offers.append(UpgradeOffer(int(m.group(1)), version, line.strip()))
     return offers
 
 
 _LOCATION_RE = re.compile(r'location\s+"([^"]+)"', re.IGNORECASE)
 _QUOTED_PATH_RE = re.compile(r'"(/[^"]+)"')
+_MACHINE_WRITTEN_RE = re.compile(r'written\s+on\s+machine\s+"([^"]+)"', re.IGNORECASE)
 
 
 def parse_saveconfig(text: str) -> str:
@@ -187,13 +269,20 @@ def parse_saveconfig(text: str) -> str:
     m = _LOCATION_RE.search(text) or _QUOTED_PATH_RE.search(text)
     if not m:
         raise ParseError("saveconfig output names no file")
-    path = m.group(1).rstrip(".")
+    path = m.group(1).strip().rstrip(".")
     if not path.startswith("/"):
         path = "/configuration/" + path
     return path
 
 
-_CSV_RE = re.compile(r"(\S+\.csv)\b")
+def parse_saveconfig_machine(text: str) -> str | None:
+    """The appliance's own hostname from `File written on machine "<name>"`, if the output says it."""
+    m = _MACHINE_WRITTEN_RE.search(normalize(text))
+    name = m.group(1).strip() if m else ""
+    return name or None
+
+
+_CSV_END_RE = re.compile(r"\.csv\b", re.IGNORECASE)
 
 
 def parse_slbl_export(text: str) -> str | None:
@@ -201,10 +290,12 @@ def parse_slbl_export(text: str) -> str | None:
     text = normalize(text)
     if "must be enabled through gui" in text.lower():
         return None
-    m = _CSV_RE.search(text)
+    # Found by its end, then back to the start of the word: linear on any text (no backtracking `\S+`).
+    m = _CSV_END_RE.search(text)
     if not m:
         raise ParseError("slblconfig EXPORT output names no .csv file")
-    name = m.group(1).strip("\"'.,")
+    start = max(text.rfind(c, 0, m.start()) for c in " \t\n") + 1
+    name = text[start : m.end()].strip("\"'.,")
     return name if name.startswith("/") else "/configuration/" + name.split("/")[-1]
 
 
@@ -221,7 +312,9 @@ class UpgradeSource:
         return self.images == "cisco" and self.manifest == "cisco"
 
 
-_UPGRADE_ROW_RE = re.compile(r"^\s*AsyncOS upgrades?\s{2,}(.+?)\s*$", re.IGNORECASE)
+# The row is found by the words `AsyncOS upgrade` anywhere in its label (vendor prefix, any case);
+# the value is what follows the label, wherever the column starts.
+_UPGRADE_LABEL_RE = re.compile(r"asyncos\s+upgrades?\b(?:\s*\([^)\n]*\))?[ \t:]*", re.IGNORECASE)
 
 
 def _source_value(value: str) -> str:
@@ -233,14 +326,22 @@ def _source_value(value: str) -> str:
 
 def parse_update_settings(text: str) -> UpgradeSource:
     """The `AsyncOS upgrades` rows of updateconfig's printout: first the image table, then the list table."""
-    lines = normalize(text).split("\n")[:-1]  # complete lines only
-    rows = [m.group(1) for line in lines if (m := _UPGRADE_ROW_RE.match(line))]
+    rows: list[str] = []
+    for line in _complete_lines(text):
+        if "choose the operation" in line.lower():
+            break  # the menu: what follows is dialogue, not the printout
+        m = _UPGRADE_LABEL_RE.search(line)
+        if not m:
+            continue
+        value = line[m.end() :].strip()
+        if value and not value.startswith(","):  # "For Cisco AsyncOS upgrades, please select ..." is a question
+            rows.append(value)
     if not rows:
         raise ParseError("updateconfig printout has no 'AsyncOS upgrades' row")
     images = _source_value(rows[0])
     manifest = _source_value(rows[1] if len(rows) > 1 else rows[0])
     if images != "cisco":
-        images = re.sub(r"^https?://", "", images).rstrip("/")
+        images = re.sub(r"^https?://", "", images, flags=re.IGNORECASE).rstrip("/")
     return UpgradeSource(images=images, manifest=manifest, raw=rows)
 
 
@@ -251,17 +352,60 @@ class ClusterMachine:
     group: str | None
 
 
-_MACHINE_RE = re.compile(r"^\s*(\d+)\.\s+(\S+)(?:\s+\(group ([^)]+)\))?", re.IGNORECASE)
+_MACHINE_RE = re.compile(r"^\s*(\d+)[.)]\s+(\S+)(?:\s+\(group ([^)]+)\))?", re.IGNORECASE)
 
 
 def parse_machine_choices(text: str) -> list[ClusterMachine]:
     """The numbered machine list of clusterconfig DISCONNECT / RECONNECT."""
     out = []
-    for line in normalize(text).splitlines():
+    for line in _complete_lines(text):
         m = _MACHINE_RE.match(line)
         if m:
             out.append(ClusterMachine(int(m.group(1)), m.group(2), m.group(3)))
     return out
+
+
+def same_host(a: str, b: str) -> bool:
+    """Hostnames compared as DNS does: case-insensitive, a trailing dot ignored."""
+    return a.strip().rstrip(".").casefold() == b.strip().rstrip(".").casefold()
+
+
+_HOSTNAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+\.?")
+
+
+def parse_cluster_list(text: str) -> list[str]:
+    """Machine hostnames in `clusterconfig > LIST` output (`Machine <fqdn> ...` or `<fqdn> (group ...)`)."""
+    names: list[str] = []
+    for line in _complete_lines(text):
+        tokens = line.split()
+        if not tokens or line.rstrip().endswith("]>") or tokens[0].startswith("-"):
+            continue
+        if tokens[0].lower() == "machine" and len(tokens) > 1:
+            candidate = tokens[1]
+        elif len(tokens) > 1 and tokens[1].lower().startswith(("(group", "(serial")):
+            candidate = tokens[0]
+        else:
+            continue
+        candidate = candidate.rstrip(",:")
+        if (
+            len(candidate) <= 254
+            and _HOSTNAME_RE.fullmatch(candidate)
+            and not any(same_host(candidate, n) for n in names)
+        ):
+            names.append(candidate)
+    return names
+
+
+def parse_listeners(text: str) -> list[str]:
+    """Listener names from `listenerconfig`'s list (`1. IncomingMail (on Management, ...) SMTP ...`)."""
+    names: list[str] = []
+    for line in _complete_lines(text):
+        if "choose the operation" in line.lower():
+            break
+        m = _ITEM_RE.match(line)
+        if m and m.group(2).split():
+            names.append(m.group(2).split()[0].rstrip(":,"))
+    return names
 
 
 _PERCENT_RE = re.compile(r"\((\d{1,3})% complete\)")
@@ -313,11 +457,11 @@ def parse_download_status(text: str) -> DownloadStatus:
         low = line.lower()
         image = _IMAGE_RE.search(line)
         version = Version.from_build(image.group(1), image.group(2)) if image else None
+        if "no upgrade image" in low or "no download" in low or ("nothing" in low and "download" in low):
+            return DownloadStatus("none")
         if "in progress" in low and "download" in low:
             pct = _PERCENT_RE.search(line)
             return DownloadStatus("downloading", version, int(pct.group(1)) if pct else None)
         if version is not None and ("downloaded" in low or "ready to install" in low):
             return DownloadStatus("downloaded", version, 100)
-        if "no upgrade image" in low or "no download" in low:
-            return DownloadStatus("none")
     raise ParseError("DOWNLOADSTATUS output says nothing of a download")

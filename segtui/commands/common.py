@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -87,51 +86,36 @@ def options(args: argparse.Namespace, settings: Settings, saved: dict[str, Any] 
             raise InputError(problems)
     if getattr(args, "pause_on_failure", False):
         base.pause_on_failure = True
-    until = getattr(args, "until", None)
-    if until and "until" in known:
-        from segtui.rollout.window import parse_until  # type: ignore[import-not-found,import-untyped,unused-ignore]
+    until, source = getattr(args, "until", None), "--until"
+    if not until and not saved and "until" in vars(args) and settings.window.end:
+        until, source = settings.window.end, "window.end"
+    if until:
+        from segtui.rollout.window import parse_until
 
-        base.until = parse_until(until)  # type: ignore[attr-defined,unused-ignore]
+        base.until = parse_until(until, source=source)
     return base
 
 
 def state_dir_ready(settings: Settings) -> Path:
-    """The state directory, created owner-only; one line when it cannot be (a file, no parent, no permission)."""
+    """The state directory, created owner-only (refused when it is not ours); a mistyped path is not created."""
+    from segtui.rollout.journal import ensure_state_dir
+
     path = settings.state_dir
+    if not path.exists() and not path.parent.is_dir():
+        raise InputError([f"state_dir {path}: its parent {path.parent} does not exist"])
     if path.exists() and not path.is_dir():
         raise InputError([f"state_dir {path}: exists and is not a directory"])
-    if not path.parent.is_dir():
-        raise InputError([f"state_dir {path}: its parent {path.parent} does not exist"])
-    try:
-        path.mkdir(exist_ok=True, mode=0o700)
-    except OSError as exc:
-        raise InputError([f"state_dir {path}: cannot create: {exc.strerror or exc}"]) from None
+    ensure_state_dir(path)
     STATE["state_dir"] = path
     return path
 
 
-def corrupted(path: Path, exc: Exception) -> InputError:
-    return InputError(
-        [
-            f"journal {path}: unreadable ({exc}); move it aside (`mv {path} {path}.bad`) and the -wal/-shm files "
-            "beside it, then check each appliance with `segtui check` before starting again"
-        ]
-    )
-
-
 def open_journal(settings: Settings) -> Journal:
-    """The one journal of a state directory (SQLite): `<state_dir>/journal.sqlite`."""
+    """The one journal of the state directory (a damaged one is refused in one line, with what to do)."""
     from segtui.rollout.journal import Journal
 
-    path = state_dir_ready(settings) / "journal.sqlite"
-    STATE["journal"] = path
-    try:
-        journal = Journal(path)
-        journal.db.execute("SELECT count(*) FROM rollouts").fetchone()
-    except sqlite3.DatabaseError as exc:
-        raise corrupted(path, exc) from None
-    except OSError as exc:
-        raise InputError([f"journal {path}: cannot open: {exc.strerror or exc}"]) from None
+    journal = Journal.in_dir(state_dir_ready(settings))
+    STATE["journal"] = journal.path
     return journal
 
 

@@ -13,6 +13,7 @@ from segtui.errors import InputError
 async def demo(args: argparse.Namespace) -> int:
     from segtui.inventory import load_inventory
     from segtui.rollout.engine import Rollout
+    from segtui.rollout.journal import operator
     from segtui.sim.fleet import FaultSpecError, SimFleet, parse_faults
     from segtui.sim.model import NEWEST, vdotted
 
@@ -40,7 +41,7 @@ async def demo(args: argparse.Namespace) -> int:
         rollout = Rollout(inventory, settings, version, journal, opts, exit_on_pause=args.headless)
         if args.headless:
             print("\n".join(fleet.summary()[:4]), flush=True)
-        rollout.begin()
+        rollout.begin(persist_settings=True, who=operator())  # `segtui resume` keeps the demo's time scale
         return await execute(args, rollout, autostart=False, sim=fleet)
     finally:
         await fleet.stop()

@@ -6,7 +6,6 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from segtui.commands.common import (
-    EXIT_FAILED,
     EXIT_OK,
     EXIT_PREFLIGHT,
     load,
@@ -37,6 +36,7 @@ def production_gate(args: argparse.Namespace, inventory: Inventory) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     from segtui.rollout.engine import Rollout
+    from segtui.rollout.journal import operator
 
     settings, inventory = load(args)
     version = target(args.target)
@@ -55,7 +55,7 @@ async def run(args: argparse.Namespace) -> int:
         rollout = Rollout(inventory, settings, version, journal, opts, exit_on_pause=args.headless)
         if not await preflight_or_refuse(rollout):
             return EXIT_PREFLIGHT
-        rollout.begin()
+        rollout.begin(who=operator())
         return await execute(args, rollout, autostart=False)
     finally:
         held.release()
@@ -78,19 +78,23 @@ async def preflight_or_refuse(rollout: Rollout) -> bool:
     return False
 
 
-def aborted_by(journal: Journal, rollout_id: int) -> tuple[str, float] | None:
-    """Who aborted this rollout and when, if it was aborted (abort is final)."""
-    row = journal.db.execute(
-        "SELECT who, ts FROM actions WHERE rollout_id = ? AND action = 'abort' ORDER BY id LIMIT 1", (rollout_id,)
-    ).fetchone()
-    return (str(row[0]), float(row[1])) if row else None
-
-
-def _latest(journal: Journal, inventory: str) -> tuple[int, str, str | None] | None:
-    row = journal.db.execute(
-        "SELECT id, target, outcome FROM rollouts WHERE inventory = ? ORDER BY id DESC LIMIT 1", (inventory,)
-    ).fetchone()
-    return (int(row[0]), str(row[1]), row[2]) if row else None
+def refuse_if_aborted(journal: Journal, inventory: Inventory, args: argparse.Namespace) -> None:
+    """Abort is final: `resume` of an aborted rollout says who aborted it and when, and starts nothing. The
+    journal's abort action decides, even when segtui died before the rollout was marked aborted."""
+    last = journal.last_rollout(str(inventory.path))
+    if last is None:
+        return
+    aborts = [(who, ts) for ts, who, action, _ in journal.actions_of(last.id) if action == "abort"]
+    if last.outcome != "aborted" and not aborts:
+        return
+    who, when = last.ended_by or (aborts[0] if aborts else ("?", last.finished or last.started))
+    raise InputError(
+        [
+            f"{inventory.path}: rollout {last.id} to {last.target} was aborted by {who} at {iso(when)}; abort is "
+            f"final, nothing was started (`segtui run --inventory {args.inventory} --target {last.target}` starts "
+            "a new rollout)"
+        ]
+    )
 
 
 async def resume(args: argparse.Namespace) -> int:
@@ -99,35 +103,27 @@ async def resume(args: argparse.Namespace) -> int:
 
     settings, inventory = load(args)
     production_gate(args, inventory)
+    who = operator()
     held = lock(settings, inventory, "resume")
     try:
         journal = open_journal(settings)
-        latest = _latest(journal, str(inventory.path))
-        if latest is not None:
-            rollout_id, version, _outcome = latest
-            abort = aborted_by(journal, rollout_id)
-            if abort is not None:
-                who, when = abort
-                raise InputError(
-                    [
-                        f"{inventory.path}: rollout {rollout_id} to {version} was aborted by {who} at {iso(when)}; "
-                        f"abort is final, nothing was started (`segtui run --inventory {args.inventory} "
-                        f"--target {version}` starts a new rollout)"
-                    ]
-                )
+        refuse_if_aborted(journal, inventory, args)
         found = journal.unfinished(str(inventory.path))
         if found is None:
             raise InputError([f"{inventory.path}: no interrupted rollout to resume in {settings.state_dir}"])
         rollout_id, version, saved = found
-        saved_settings = saved.pop("_settings", None)
-        if saved_settings:
+        saved_settings = saved.get("_settings")
+        if saved_settings:  # a demo's scaled deadlines: the resumed rollout keeps its pace
             settings = settings.model_validate({**saved_settings, "state_dir": settings.state_dir})
         old_budget = saved.get("max_fail")
         opts = options(args, settings, saved)
         rollout = Rollout(inventory, settings, target(version), journal, opts, exit_on_pause=args.headless)
-        rollout.attach(rollout_id)
+        rollout.attach(rollout_id, who)
         if args.max_fail and args.max_fail != old_budget:
-            journal.action("raise-budget", f"{old_budget} -> {args.max_fail}", operator())
+            journal.action("raise-budget", f"--max-fail {old_budget} -> {args.max_fail}", who)
+            journal.update_options({**saved, "max_fail": args.max_fail})
+        if args.until:
+            rollout.set_until(opts.until, who)
         if rollout.budget_spent() and not args.readonly:
             raise InputError(
                 [
@@ -145,11 +141,10 @@ async def resume(args: argparse.Namespace) -> int:
 async def execute(args: argparse.Namespace, rollout: Rollout, *, autostart: bool, sim: Any = None) -> int:
     """Run the rollout (headless or in the dashboard), notify, write the report; the exit code of the outcome."""
     from segtui.console import needs_a_person
+    from segtui.rollout.events import Outcome
     from segtui.rollout.notify import Notifier
-    from segtui.rollout.report import EventLog, build_report, report_paths, write_report
+    from segtui.rollout.report import build_report, report_paths, write_report
 
-    log = EventLog()
-    rollout.subscribe(log.on_event)
     urls = list(dict.fromkeys([*rollout.settings.notify.urls, *args.notify]))
     notifier = Notifier.for_rollout(rollout, urls) if urls else None
     try:
@@ -157,16 +152,17 @@ async def execute(args: argparse.Namespace, rollout: Rollout, *, autostart: bool
             from segtui.headless import HeadlessPrinter
 
             printer = HeadlessPrinter(rollout, json_lines=args.json_lines)
-            outcome = await rollout.run(autostart=True)
+            outcome = Outcome(await rollout.run(autostart=True))
             printer.finish(outcome)
         else:
             from segtui.tui.app import run_dashboard
 
-            outcome = await run_dashboard(rollout, readonly=args.readonly, autostart=autostart, sim=sim)
+            shown = await run_dashboard(rollout, readonly=args.readonly, autostart=autostart, sim=sim)
+            outcome = Outcome(shown) if shown in set(Outcome) else rollout.outcome()
     finally:
         if notifier is not None:
             await notifier.close()
-    report = build_report(rollout, outcome, notifier=notifier, events=log)
+    report = build_report(rollout, outcome, notifier=notifier)
     if not args.headless:
         for line in needs_a_person(report["needs_a_person"]):
             say(line)
@@ -178,15 +174,8 @@ async def execute(args: argparse.Namespace, rollout: Rollout, *, autostart: bool
             err(f"--report {args.report}: cannot write: {exc.strerror or exc}; `segtui report` writes it again")
         else:
             say(f"report: {json_path} and {md_path}")
-    say(f"outcome: {outcome}")
-    return exit_code(outcome, report)
-
-
-def exit_code(outcome: str, report: dict[str, Any]) -> int:
-    """0 only when every appliance was upgraded; the README's table says what each code means."""
-    if outcome == "completed" and all(a["state"] == "done" for a in report["appliances"]):
-        return EXIT_OK
-    return EXIT_FAILED
+    say(f"outcome: {outcome.value}")
+    return outcome.exit_code
 
 
 async def watch(args: argparse.Namespace) -> int:

@@ -6,10 +6,12 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import asyncssh
 
+from segtui.asyncos import session as _session
 from segtui.asyncos.commands import Appliance, CommandTimeouts
 from segtui.asyncos.parsers import UpgradeSource
 from segtui.asyncos.session import ConnectOptions, Credentials, Exchange
@@ -18,6 +20,14 @@ from segtui.inventory import ApplianceSpec, Inventory
 from segtui.rollout.events import CommandExchanged, RolloutEvent
 from segtui.rollout.journal import Journal
 from segtui.settings import Settings
+from segtui.textsafe import Redactor, clean
+
+# A question no dialogue rule knows: (command, question text) -> None.
+UnknownQuestion = Callable[[str, str], None]
+
+
+def _no_peers(_name: str) -> list[ApplianceSpec]:
+    return []
 
 
 def server_hostport(update_server: str) -> str:
@@ -37,8 +47,16 @@ class RolloutContext:
     known_hosts: dict[Path, asyncssh.SSHKnownHosts] = field(default_factory=dict)
     handshakes: asyncio.Semaphore = field(init=False)  # from settings.ssh.max_handshakes
     staged: dict[str, Version] = field(default_factory=dict)  # images `segtui stage` left on appliances
+    # Set by the engine: the peers of an appliance's capacity group that are in service right now.
+    in_service_peers: Callable[[str], list[ApplianceSpec]] = _no_peers
+    # From the pre-flight, where known: the versions each appliance passes through, in order, ending at the target.
+    expected_paths: dict[str, list[Version]] = field(default_factory=dict)
+    # Every appliance password and the update server's URL credentials: nothing recorded may hold them.
+    redactor: Redactor = field(init=False)
 
     def __post_init__(self) -> None:
+        self.redactor = Redactor([a.password for a in self.inventory.appliances])
+        self.redactor.add(urlsplit(self.inventory.update_server).password)
         if not self.known_hosts:
             self.known_hosts = self.inventory.load_known_hosts()
         self.handshakes = asyncio.Semaphore(self.settings.ssh.max_handshakes)
@@ -64,21 +82,29 @@ class RolloutContext:
             host=spec.host,
             port=spec.port,
             credentials=Credentials(spec.username, spec.password, spec.key_file),
-            known_hosts=self.known_hosts[spec.known_hosts],
+            known_hosts=spec.known_hosts,  # a path: read anew at every connection attempt
             connect_timeout=ssh.connect_timeout,
             login_timeout=ssh.login_timeout,
             keepalive_interval=ssh.keepalive_interval,
             keepalive_count_max=ssh.keepalive_count_max,
         )
 
-    def appliance(self, spec: ApplianceSpec, *, journal_commands: bool = True) -> Appliance:
+    def clean(self, text: str) -> str:
+        """What the journal, the report and the screen may hold: sanitised, every known secret masked."""
+        return clean(text, self.redactor)
+
+    def appliance(
+        self, spec: ApplianceSpec, *, journal_commands: bool = True, on_unknown: UnknownQuestion | None = None
+    ) -> Appliance:
         d = self.settings.deadlines
 
         def record(ex: Exchange) -> None:
-            # Output is already redacted by the session; the journal never sees a secret.
+            # The session redacts its own password; the rollout's redactor masks every other secret too.
+            output = self.clean(ex.output)
+            command = self.clean(ex.command)
             if journal_commands:
-                self.journal.command(spec.name, ex.command, ex.output, ex.started)
-            self.emit(CommandExchanged(appliance=spec.name, command=ex.command, output=ex.output))
+                self.journal.command(spec.name, command, output, ex.started)
+            self.emit(CommandExchanged(appliance=spec.name, command=command, output=output))
 
         return Appliance(
             self.connect_options(spec),
@@ -90,4 +116,18 @@ class RolloutContext:
             ),
             transcript=record,
             handshakes=self.handshakes,
+            **self._dialogue_options(on_unknown),
         )
+
+    def _dialogue_options(self, on_unknown: UnknownQuestion | None) -> dict[str, Any]:
+        # The driver's dialogue policy (issue 11) is being built in parallel: pass it once it exists.
+        policy_cls = getattr(_session, "DialoguePolicy", None)
+        if policy_cls is None:
+            return {}
+        dialogue = self.settings.dialogue
+        options: dict[str, Any] = {
+            "policy": policy_cls(on_unknown=dialogue.on_unknown_question, max_output_bytes=dialogue.max_output_bytes)
+        }
+        if on_unknown is not None:
+            options["on_unknown"] = on_unknown
+        return options

@@ -71,7 +71,7 @@ ACTIONS: dict[str, OperatorAction] = {
             "Skip / give up",
             "skip the selected appliance, or give up on a stuck one (left for a person)",
             changes=True,
-            when=_LIVE | {RolloutState.READY},
+            when=_LIVE | {RolloutState.READY, RolloutState.DONE},
         ),
         OperatorAction(
             "retry",

@@ -20,6 +20,8 @@ class Step(StrEnum):
     RESUME_LISTENERS = "resume-listeners"
     RESTORE = "restore-updates"
     RECONNECT = "cluster-reconnect"
+    GUARD = "guard"  # waiting until the peers can carry this appliance's mail
+    BAKE = "bake"  # watching the appliance move mail after it is back
 
 
 class State(StrEnum):
@@ -44,7 +46,26 @@ class RolloutState(StrEnum):
     RUNNING = "running"
     PAUSED = "paused"
     ABORTED = "aborted"
-    DONE = "done"
+    DONE = "done"  # finished; `Rollout.outcome()` says how (completed only when every appliance is done)
+
+
+class Outcome(StrEnum):
+    """How a rollout ended (or stopped): the one mapping to exit codes, used by header, headless, report and CLI."""
+
+    COMPLETED = "completed"  # every appliance done
+    FINISHED_WITH_FAILURES = "finished-with-failures"  # any failed, needs-attention or skipped
+    PAUSED = "paused"  # stopped with work left; `segtui resume` continues
+    WINDOW_CLOSED = "window-closed"  # paused because nothing more fits the maintenance window
+    ABORTED = "aborted"  # final: never resumed
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self is Outcome.COMPLETED else 1
+
+    @property
+    def final(self) -> bool:
+        """Journaled as finished: `segtui resume` does not offer it."""
+        return self in (Outcome.COMPLETED, Outcome.FINISHED_WITH_FAILURES, Outcome.ABORTED)
 
 
 # Where each step sits on an appliance's 0-100 progress bar, and its phase for the upgrade panel.
@@ -147,15 +168,98 @@ class BatchStarted(RolloutEvent):
     index: int  # 1-based
     total: int
     appliances: tuple[str, ...]
+    retries: bool = False  # the final pass of retried appliances (does not count as a batch)
 
 
 @dataclass(frozen=True, kw_only=True)
 class BatchFinished(RolloutEvent):
     index: int
     failures: int
+    total: int = 0
+    summary: str = ""  # e.g. `batch 2 of 5 finished: 3 done, 1 failed`
+    retries: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
 class RolloutStateChanged(RolloutEvent):
     state: RolloutState
     reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class OperatorActed(RolloutEvent):
+    """An operator action, journaled with who did it."""
+
+    action: str
+    target: str | None = None
+    who: str = ""
+
+
+def log_entry(event: RolloutEvent) -> tuple[str, str | None, str] | None:
+    """(kind, appliance, text) of an event for the event log, or None for the high-rate telemetry it leaves out."""
+    if isinstance(event, ApplianceStateChanged):
+        text = event.state.value + (f" {event.version}" if event.version else "")
+        return "state", event.appliance, text + (f": {event.error}" if event.error else "")
+    if isinstance(event, StepStarted):
+        return "step", event.appliance, event.step.value
+    if isinstance(event, StepFinished):
+        return None if event.ok else ("failure", event.appliance, f"{event.step.value}: {event.message}")
+    if isinstance(event, ListenersChanged):
+        return "listeners", event.appliance, f"listeners {event.listeners}"
+    if isinstance(event, Note):
+        return ("note" if event.level == "info" else event.level), event.appliance, event.text
+    if isinstance(event, BatchStarted):
+        what = "retries" if event.retries else f"batch {event.index} of {event.total}"
+        return "batch-start", None, f"{what}: {', '.join(event.appliances)}"
+    if isinstance(event, BatchFinished):
+        return "batch-end", None, event.summary or f"batch {event.index} finished: {event.failures} failure(s)"
+    if isinstance(event, RolloutStateChanged):
+        return "rollout", None, event.state.value + (f": {event.reason}" if event.reason else "")
+    if isinstance(event, OperatorActed):
+        return "action", None, f"{event.who}: {event.action}" + (f" {event.target}" if event.target else "")
+    return None
+
+
+# --- appended by the procedure (d2): identity, guards, bake, give-up ---------------------------------
+STEP_SPAN[Step.GUARD] = (18, 18, "drain")
+STEP_SPAN[Step.BAKE] = (100, 100, "verify")
+
+
+@dataclass(frozen=True, kw_only=True)
+class IdentityLearned(ApplianceEvent):
+    """The appliance's own hostname (its prompt) and serial (`version`), learned at pre-check."""
+
+    hostname: str | None
+    serial: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class GuardWaiting(ApplianceEvent):
+    """The capacity guard holds this appliance in service: `reason` names the peer and what is wrong."""
+
+    reason: str
+    since: float  # epoch seconds the wait began
+
+
+@dataclass(frozen=True, kw_only=True)
+class GuardTimedOut(ApplianceEvent):
+    """The guard waited `guards.wait`: the appliance is pending again and the rollout should pause."""
+
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class BakeSampled(ApplianceEvent):
+    """One bake sample: system status, work queue, counters (None when the release prints none)."""
+
+    status: str
+    queue: int
+    received: int | None
+    completed: int | None
+    ends: float  # epoch seconds the bake ends
+
+
+@dataclass(frozen=True, kw_only=True)
+class BakeFinished(ApplianceEvent):
+    verdict: str  # passed, failed, skipped, no-traffic
+    message: str = ""

@@ -7,11 +7,13 @@ import json
 import os
 import socket
 import sqlite3
+import stat
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from segtui.errors import InputError
 from segtui.rollout.events import State
 
 SCHEMA = """
@@ -66,7 +68,24 @@ CREATE TABLE IF NOT EXISTS actions (
   action TEXT NOT NULL,
   target TEXT
 );
+CREATE TABLE IF NOT EXISTS events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  rollout_id INTEGER NOT NULL,
+  ts REAL NOT NULL,
+  kind TEXT NOT NULL,
+  appliance TEXT,
+  text TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_rollout ON events (rollout_id, id);
+CREATE TABLE IF NOT EXISTS batches (
+  rollout_id INTEGER NOT NULL,
+  batch INTEGER NOT NULL,
+  name TEXT NOT NULL,
+  PRIMARY KEY (rollout_id, name)
+);
 """
+
+JOURNAL_FILE = "journal.sqlite"
 
 
 @dataclass
@@ -95,6 +114,16 @@ class ApplianceRecord:
     started: float | None = None
     finished: float | None = None
     message: str = ""
+    # --- appended by the procedure (d2) ---
+    hostname: str | None = None  # the appliance's own name (its prompt), learned at pre-check
+    serial: str | None = None  # `version` -> `Serial #`: identifies the box behind this inventory entry
+    unrecognized_questions: list[dict[str, Any]] = field(default_factory=list)  # {command, question, ts}
+    reboot_started: float | None = None  # when the upgrade was confirmed: the reboot deadline counts from it
+    reprobe: bool = False  # set by the engine: read the appliance first and continue from the truth
+    left_by_hand: str = ""  # after give-up: what a person must still do, with the commands
+    guard_waits: list[dict[str, Any]] = field(default_factory=list)  # {since, until, reason, outcome}
+    bake: dict[str, Any] | None = None  # {verdict, message, samples: [...]}
+    given_up: bool = False  # needs-attention left for a person: blocks nothing any more
 
     @classmethod
     def from_json(cls, text: str) -> ApplianceRecord:
@@ -113,38 +142,173 @@ def operator() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+def _owner(uid: int) -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(uid).pw_name
+    except (KeyError, ImportError):
+        return f"uid {uid}"
+
+
+def _refuse_unless_ours(path: Path, st: os.stat_result, what: str) -> None:
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise InputError(
+            [
+                f"{path}: {what} is owned by {_owner(st.st_uid)} with mode {st.st_mode & 0o7777:04o}; segtui keeps "
+                f"its state only where no one else can write (owned by {_owner(os.getuid())}, not group/other-"
+                "writable): fix it or choose another state_dir"
+            ]
+        )
+
+
+def ensure_state_dir(state_dir: Path) -> Path:
+    """The state directory, created 0700; refused when another user owns it or others can write to it."""
+    try:
+        if not os.path.lexists(state_dir):
+            state_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            state_dir.mkdir(mode=0o700, exist_ok=True)
+        st = os.lstat(state_dir)
+    except OSError as exc:
+        raise InputError([f"{state_dir}: cannot use as the state directory: {exc.strerror or exc}"]) from None
+    if stat.S_ISLNK(st.st_mode):
+        st = os.stat(state_dir)  # a symlinked state_dir is the operator's choice; its target must be ours
+    if not stat.S_ISDIR(st.st_mode):
+        raise InputError([f"{state_dir}: the state directory is not a directory"])
+    _refuse_unless_ours(state_dir, st, "the state directory")
+    return state_dir
+
+
+def open_private(path: Path, flags: int = os.O_RDWR) -> int:
+    """Open (creating owner-only, exclusively) a state file without following a symlink; refuse a foreign one."""
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
+    try:
+        try:
+            fd = os.open(path, flags | nofollow)
+        except FileNotFoundError:
+            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL | nofollow, 0o600)
+    except OSError as exc:
+        reason = "is a symbolic link" if os.path.islink(path) else (exc.strerror or str(exc))
+        raise InputError([f"{path}: refused: {reason}"]) from None
+    try:
+        _refuse_unless_ours(path, os.fstat(fd), "the file")
+    except InputError:
+        os.close(fd)
+        raise
+    return fd
+
+
+@dataclass
+class RolloutRow:
+    """One rollout of the history: when, target, outcome, counts, who."""
+
+    id: int
+    inventory: str
+    target: str
+    started: float
+    finished: float | None
+    outcome: str | None
+    operator: str
+    options: dict[str, Any] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    ended_by: tuple[str, float] | None = None  # (who, when) of the abort, for an aborted rollout
+
+    def describe(self) -> str:
+        """One line: `rollout 3 to 16.0.0-123 (started ... by ...): aborted by bob@h at ...`."""
+        start = time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(self.started))
+        head = f"rollout {self.id} to {self.target} (started {start} by {self.operator})"
+        if self.outcome is None:
+            return f"{head}: unfinished"
+        if self.outcome == "aborted" and self.ended_by:
+            who, when = self.ended_by
+            return f"{head}: aborted by {who} at {time.strftime('%Y-%m-%d %H:%M:%S %z', time.localtime(when))}"
+        return f"{head}: {self.outcome}"
+
+
+@dataclass
+class EventRow:
+    id: int
+    ts: float
+    kind: str
+    appliance: str | None
+    text: str
+
+
 class Journal:
     """One SQLite file per state directory; a connection per process, committed per write."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        new = not path.exists()
-        if new:
-            # Created owner-only before SQLite writes anything into it.
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = path
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA busy_timeout=5000")
-        self.db.executescript(SCHEMA)
+        self.readonly = readonly
+        self.rollout_id: int | None = None
+        if readonly:
+            if not path.is_file():
+                raise InputError([f"{path}: no journal here"])
+            self.db = self._connect(lambda: sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True))
+            return
+        ensure_state_dir(path.parent)
+        os.close(open_private(path))
+        for suffix in ("-wal", "-shm"):
+            side = Path(str(path) + suffix)
+            if os.path.lexists(side):
+                os.close(open_private(side))
+        self.db = self._connect(lambda: sqlite3.connect(path, isolation_level=None, check_same_thread=False))
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+            columns = {row[1] for row in self.db.execute("PRAGMA table_info(rollouts)")}
+            if "operator" not in columns:
+                self.db.execute("ALTER TABLE rollouts ADD COLUMN operator TEXT")
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise self._damaged(exc) from None
         for suffix in ("-wal", "-shm"):
             side = Path(str(path) + suffix)
             if side.exists():
                 os.chmod(side, 0o600)
-        self.rollout_id: int | None = None
+
+    @classmethod
+    def in_dir(cls, state_dir: Path) -> Journal:
+        """The journal of a state directory (the one place that names the file)."""
+        return cls(state_dir / JOURNAL_FILE)
+
+    @classmethod
+    def open_readonly(cls, path: Path) -> Journal:
+        """A reader beside the writer (WAL): for `segtui watch`, `history` and `report`."""
+        return cls(path, readonly=True)
+
+    def _damaged(self, exc: Exception) -> InputError:
+        return InputError(
+            [
+                f"{self.path}: the journal is damaged ({exc}): move it aside to start afresh "
+                f"(mv {self.path} {self.path}.damaged); backups are in {self.path.parent / 'backups'}"
+            ]
+        )
+
+    def _connect(self, connect: Any) -> sqlite3.Connection:
+        try:
+            db: sqlite3.Connection = connect()
+            db.execute("PRAGMA busy_timeout=5000")
+            db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise self._damaged(exc) from None
+        return db
 
     def close(self) -> None:
         self.db.close()
 
     # --- rollouts ------------------------------------------------------------------------------
-    def begin(self, inventory: str, target: str, options: dict[str, Any]) -> int:
+    def begin(self, inventory: str, target: str, options: dict[str, Any], who: str | None = None) -> int:
         cur = self.db.execute(
-            "INSERT INTO rollouts (inventory, target, options, started) VALUES (?, ?, ?, ?)",
-            (inventory, target, json.dumps(options), time.time()),
+            "INSERT INTO rollouts (inventory, target, options, started, operator) VALUES (?, ?, ?, ?, ?)",
+            (inventory, target, json.dumps(options), time.time(), who or operator()),
         )
         self.rollout_id = int(cur.lastrowid or 0)
         return self.rollout_id
+
+    def update_options(self, options: dict[str, Any]) -> None:
+        self.db.execute("UPDATE rollouts SET options = ? WHERE id = ?", (json.dumps(options), self.rollout_id))
 
     def unfinished(self, inventory: str) -> tuple[int, str, dict[str, Any]] | None:
         row = self.db.execute(
@@ -154,15 +318,6 @@ class Journal:
         if row is None:
             return None
         return int(row[0]), str(row[1]), json.loads(row[2])
-
-    def latest(self, inventory: str) -> tuple[int, str, dict[str, Any], str | None] | None:
-        row = self.db.execute(
-            "SELECT id, target, options, outcome FROM rollouts WHERE inventory = ? ORDER BY id DESC LIMIT 1",
-            (inventory,),
-        ).fetchone()
-        if row is None:
-            return None
-        return int(row[0]), str(row[1]), json.loads(row[2]), row[3]
 
     def attach(self, rollout_id: int) -> None:
         self.rollout_id = rollout_id
@@ -174,7 +329,101 @@ class Journal:
         )
 
     def reopen(self) -> None:
-        self.db.execute("UPDATE rollouts SET finished = NULL, outcome = NULL WHERE id = ?", (self.rollout_id,))
+        """A finished rollout taken up again (a retry after its end); never an aborted one."""
+        self.db.execute(
+            "UPDATE rollouts SET finished = NULL, outcome = NULL WHERE id = ? AND outcome IS NOT 'aborted'",
+            (self.rollout_id,),
+        )
+
+    # --- history (report, `segtui history`, `segtui watch`) ------------------------------------
+    def _row(self, row: tuple[Any, ...]) -> RolloutRow:
+        rid, inventory, target, options, started, finished, outcome, who = row
+        counts: dict[str, int] = {}
+        for (text,) in self.db.execute("SELECT record FROM appliances WHERE rollout_id = ?", (rid,)):
+            state = str(json.loads(text).get("state", "pending"))
+            counts[state] = counts.get(state, 0) + 1
+        ended_by = None
+        if outcome == "aborted":
+            hit = self.db.execute(
+                "SELECT who, ts FROM actions WHERE rollout_id = ? AND action = 'abort' ORDER BY id LIMIT 1", (rid,)
+            ).fetchone()
+            ended_by = (str(hit[0]), float(hit[1])) if hit else None
+        try:
+            opts = json.loads(options)
+        except ValueError:
+            opts = {}
+        return RolloutRow(
+            id=int(rid),
+            inventory=str(inventory),
+            target=str(target),
+            started=float(started),
+            finished=finished,
+            outcome=outcome,
+            operator=str(who or "?"),
+            options=opts if isinstance(opts, dict) else {},
+            counts=counts,
+            ended_by=ended_by,
+        )
+
+    _COLUMNS = "id, inventory, target, options, started, finished, outcome, operator"
+
+    def rollouts(self, inventory: str) -> list[RolloutRow]:
+        """The rollouts of one inventory, newest first."""
+        rows = self.db.execute(
+            f"SELECT {self._COLUMNS} FROM rollouts WHERE inventory = ? ORDER BY id DESC", (inventory,)
+        ).fetchall()
+        return [self._row(r) for r in rows]
+
+    def rollout_info(self, rollout_id: int) -> RolloutRow | None:
+        row = self.db.execute(f"SELECT {self._COLUMNS} FROM rollouts WHERE id = ?", (rollout_id,)).fetchone()
+        return None if row is None else self._row(row)
+
+    def last_rollout(self, inventory: str) -> RolloutRow | None:
+        """The newest rollout of the inventory, finished or not: `resume` says when it was aborted, by whom."""
+        row = self.db.execute(
+            f"SELECT {self._COLUMNS} FROM rollouts WHERE inventory = ? ORDER BY id DESC LIMIT 1", (inventory,)
+        ).fetchone()
+        return None if row is None else self._row(row)
+
+    def actions_of(self, rollout_id: int | None = None) -> list[tuple[float, str, str, str | None]]:
+        """(ts, who, action, target) of every operator action, in order."""
+        rows = self.db.execute(
+            "SELECT ts, who, action, target FROM actions WHERE rollout_id = ? ORDER BY id",
+            (rollout_id if rollout_id is not None else self.rollout_id,),
+        )
+        return [(float(a), str(b), str(c), d) for a, b, c, d in rows]
+
+    def event(self, kind: str, text: str, appliance: str | None = None, ts: float | None = None) -> None:
+        self.db.execute(
+            "INSERT INTO events (rollout_id, ts, kind, appliance, text) VALUES (?, ?, ?, ?, ?)",
+            (self.rollout_id, ts or time.time(), kind, appliance, text),
+        )
+
+    def events(self, rollout_id: int | None = None, after_id: int = 0) -> list[EventRow]:
+        """The event log after `after_id` (what `segtui watch` tails)."""
+        rows = self.db.execute(
+            "SELECT id, ts, kind, appliance, text FROM events WHERE rollout_id = ? AND id > ? ORDER BY id",
+            (rollout_id if rollout_id is not None else self.rollout_id, after_id),
+        )
+        return [EventRow(int(a), float(b), str(c), d, str(e)) for a, b, c, d, e in rows]
+
+    def save_batches(self, plan: list[list[str]]) -> None:
+        self.db.execute("DELETE FROM batches WHERE rollout_id = ?", (self.rollout_id,))
+        self.db.executemany(
+            "INSERT INTO batches (rollout_id, batch, name) VALUES (?, ?, ?)",
+            [(self.rollout_id, i, name) for i, names in enumerate(plan, start=1) for name in names],
+        )
+
+    def batches(self, rollout_id: int | None = None) -> list[list[str]]:
+        """Which appliance in which batch (batch 1 first)."""
+        rows = self.db.execute(
+            "SELECT batch, name FROM batches WHERE rollout_id = ? ORDER BY batch, rowid",
+            (rollout_id if rollout_id is not None else self.rollout_id,),
+        )
+        plan: dict[int, list[str]] = {}
+        for batch, name in rows:
+            plan.setdefault(int(batch), []).append(str(name))
+        return [plan[k] for k in sorted(plan)]
 
     # --- appliances ----------------------------------------------------------------------------
     def save(self, record: ApplianceRecord) -> None:
@@ -184,8 +433,11 @@ class Journal:
             (self.rollout_id, record.name, json.dumps(asdict(record)), time.time()),
         )
 
-    def records(self) -> dict[str, ApplianceRecord]:
-        rows = self.db.execute("SELECT name, record FROM appliances WHERE rollout_id = ?", (self.rollout_id,))
+    def records(self, rollout_id: int | None = None) -> dict[str, ApplianceRecord]:
+        rows = self.db.execute(
+            "SELECT name, record FROM appliances WHERE rollout_id = ?",
+            (rollout_id if rollout_id is not None else self.rollout_id,),
+        )
         return {name: ApplianceRecord.from_json(text) for name, text in rows}
 
     # --- history -------------------------------------------------------------------------------

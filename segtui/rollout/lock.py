@@ -9,31 +9,35 @@ import os
 import time
 from pathlib import Path
 
-from segtui.rollout.journal import operator
+from segtui.rollout.journal import ensure_state_dir, open_private, operator
+
+
+def holder_text(holder: dict[str, object]) -> str:
+    since = holder.get("since")
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)) if isinstance(since, (int, float)) else "?"
+    return f"pid {holder.get('pid', '?')}, {holder.get('who', '?')}, since {when}"
 
 
 class LockHeld(Exception):
     def __init__(self, path: Path, holder: dict[str, object]) -> None:
-        since = holder.get("since")
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)) if isinstance(since, float) else "?"
-        pid, who, command = holder.get("pid", "?"), holder.get("who", "?"), holder.get("command", "?")
         super().__init__(
             f"{path}: another segtui holds the rollout lock for this inventory "
-            f"(pid {pid}, {who}, since {when}, command {command})"
+            f"({holder_text(holder)}, command {holder.get('command', '?')})"
         )
         self.holder = holder
 
 
-class InventoryLock:
-    def __init__(self, state_dir: Path, inventory: Path, command: str) -> None:
-        digest = hashlib.sha256(str(inventory.resolve()).encode()).hexdigest()[:16]
-        self.path = state_dir / f"rollout-{digest}.lock"
-        self.command = command
+class FileLock:
+    """An flock on a private file (no symlink followed), with who holds it written inside; gone with the process."""
+
+    def __init__(self, path: Path, info: dict[str, object]) -> None:
+        self.path = path
+        self.info = info
         self._fd: int | None = None
 
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+    def try_acquire(self) -> dict[str, object] | None:
+        """None when acquired; else what the holder wrote (pid, who, since, ...)."""
+        fd = open_private(self.path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -42,11 +46,12 @@ class InventoryLock:
             except (ValueError, OSError):
                 holder = {}
             os.close(fd)
-            raise LockHeld(self.path, holder) from None
-        info = json.dumps({"pid": os.getpid(), "who": operator(), "since": time.time(), "command": self.command})
+            return holder if isinstance(holder, dict) else {}
+        data = json.dumps({"pid": os.getpid(), "who": operator(), "since": time.time(), **self.info})
         os.ftruncate(fd, 0)
-        os.pwrite(fd, info.encode(), 0)
+        os.pwrite(fd, data.encode(), 0)
         self._fd = fd
+        return None
 
     def release(self) -> None:
         if self._fd is not None:
@@ -54,6 +59,26 @@ class InventoryLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+
+class InventoryLock:
+    def __init__(self, state_dir: Path, inventory: Path, command: str) -> None:
+        digest = hashlib.sha256(str(inventory.resolve()).encode()).hexdigest()[:16]
+        self.path = state_dir / f"rollout-{digest}.lock"
+        self._lock = FileLock(self.path, {"command": command, "inventory": str(inventory)})
+
+    def acquire(self) -> None:
+        ensure_state_dir(self.path.parent)
+        holder = self._lock.try_acquire()
+        if holder is not None:
+            raise LockHeld(self.path, holder)
+
+    def release(self) -> None:
+        self._lock.release()
 
     def __enter__(self) -> InventoryLock:
         self.acquire()

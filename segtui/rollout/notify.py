@@ -19,6 +19,7 @@ from segtui.rollout.events import (
     ApplianceStateChanged,
     BatchFinished,
     BatchStarted,
+    GuardWaiting,
     RolloutEvent,
     RolloutState,
     RolloutStateChanged,
@@ -157,13 +158,17 @@ class Notifier:
         if isinstance(event, ApplianceStateChanged) and event.state in (State.FAILED, State.NEEDS_ATTENTION):
             kind = "appliance.failed" if event.state == State.FAILED else "appliance.needs-attention"
             return kind, event.appliance, event.state.value, event.error or ""
-        waited = getattr(event, "waited", None)
-        appliance = getattr(event, "appliance", None)
-        if "Guard" in type(event).__name__ and isinstance(waited, int | float) and isinstance(appliance, str):
-            if waited >= GUARD_WAIT_NOTICE and appliance not in self._guard_told:
-                self._guard_told.add(appliance)
-                reason = str(getattr(event, "reason", "") or getattr(event, "text", ""))
-                return "appliance.guard-wait", appliance, "waiting", f"waiting {waited:.0f}s on a guard: {reason}"
+        if isinstance(event, GuardWaiting):
+            waited = event.ts - event.since
+            key = f"{event.appliance}@{event.since}"
+            if waited >= GUARD_WAIT_NOTICE and key not in self._guard_told:
+                self._guard_told.add(key)
+                return (
+                    "appliance.guard-wait",
+                    event.appliance,
+                    "waiting",
+                    f"waiting {waited / 60:.0f} min on a mail-flow guard: {event.reason}",
+                )
         return None, None, None, ""
 
     # --- delivery ------------------------------------------------------------------------------

@@ -70,7 +70,8 @@ class RebootPoller:
                 probe("tcp", "port closed")
             else:
                 probe("ssh")
-                appliance = self.ctx.appliance(self.spec, journal_commands=False)
+                # Journaled like every other command: the transcript shows what the appliance said on its way back.
+                appliance = self.ctx.appliance(self.spec)
                 try:
                     await appliance.session()
                     probe("cli")
@@ -83,7 +84,7 @@ class RebootPoller:
                     if not saw_down and isinstance(exc, ConnectFailed | ConnectionLost):
                         saw_down = True
                         self.on_down()
-                    probe("ssh", str(exc.message if isinstance(exc, ApplianceError) else exc))
+                    probe("ssh", self.ctx.clean(str(exc.message if isinstance(exc, ApplianceError) else exc)))
                 else:
                     if info.version == expected:
                         return info.version

@@ -12,18 +12,19 @@ import json
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from segtui.rollout.events import BatchFinished, BatchStarted, Note, RolloutEvent, State
+from segtui.errors import InputError
+from segtui.rollout.events import State
 from segtui.rollout.journal import ApplianceRecord, Journal
 from segtui.textsafe import Redactor, one_line, sanitize
 
 if TYPE_CHECKING:
     from segtui.inventory import ApplianceSpec, Inventory
     from segtui.rollout.engine import Rollout
+    from segtui.settings import Settings
 
 SCHEMA_VERSION = 2
 
@@ -35,56 +36,33 @@ def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
 
 
-@dataclass
-class Batch:
-    index: int
-    appliances: list[str]
-    started: float
-    finished: float | None = None
-    failures: int | None = None
+def _batches(journal: Journal, rollout_id: int) -> list[dict[str, Any]]:
+    """The batch plan, with when each batch started and finished (from the journal's event log)."""
+    plan = journal.batches(rollout_id)
+    out: list[dict[str, Any]] = [
+        {"index": i, "appliances": names, "started": None, "finished": None, "summary": None}
+        for i, names in enumerate(plan, start=1)
+    ]
+    for e in journal.events(rollout_id):
+        if e.kind not in ("batch-start", "batch-end"):
+            continue
+        m = re.match(r"batch (\d+)", e.text)
+        if not m or not 1 <= int(m.group(1)) <= len(out):
+            continue
+        batch = out[int(m.group(1)) - 1]
+        if e.kind == "batch-start" and batch["started"] is None:
+            batch["started"] = iso(e.ts)
+        elif e.kind == "batch-end":
+            batch["finished"], batch["summary"] = iso(e.ts), e.text
+    return out
 
 
-@dataclass
-class EventLog:
-    """What the journal does not keep (yet) and the report wants: batches and warnings, from the live events."""
-
-    batches: list[Batch] = field(default_factory=list)
-    warnings: list[tuple[float, str | None, str]] = field(default_factory=list)
-
-    def on_event(self, event: RolloutEvent) -> None:
-        if isinstance(event, BatchStarted):
-            self.batches.append(Batch(event.index, list(event.appliances), event.ts))
-        elif isinstance(event, BatchFinished):
-            for batch in reversed(self.batches):
-                if batch.index == event.index and batch.finished is None:
-                    batch.finished, batch.failures = event.ts, event.failures
-                    break
-        elif isinstance(event, Note) and event.level in ("warning", "error"):
-            self.warnings.append((event.ts, event.appliance, event.text))
-
-
-def _rollout_row(journal: Journal, rollout_id: int) -> dict[str, Any]:
-    row = journal.db.execute(
-        "SELECT id, inventory, target, options, started, finished, outcome FROM rollouts WHERE id = ?", (rollout_id,)
-    ).fetchone()
-    if row is None:
-        raise KeyError(rollout_id)
-    options = json.loads(row[3])
-    options.pop("_settings", None)
-    return {
-        "id": row[0],
-        "inventory": row[1],
-        "target": row[2],
-        "options": options,
-        "started": row[4],
-        "finished": row[5],
-        "outcome": row[6],
-    }
-
-
-def _records(journal: Journal, rollout_id: int) -> dict[str, ApplianceRecord]:
-    rows = journal.db.execute("SELECT name, record FROM appliances WHERE rollout_id = ?", (rollout_id,))
-    return {name: ApplianceRecord.from_json(text) for name, text in rows}
+def _warnings(journal: Journal, rollout_id: int) -> list[dict[str, Any]]:
+    return [
+        {"ts": iso(e.ts), "appliance": e.appliance, "level": e.kind, "text": e.text}
+        for e in journal.events(rollout_id)
+        if e.kind in ("warning", "error")
+    ]
 
 
 def _steps(journal: Journal, rollout_id: int) -> dict[str, list[dict[str, Any]]]:
@@ -106,56 +84,17 @@ def _steps(journal: Journal, rollout_id: int) -> dict[str, list[dict[str, Any]]]
     return out
 
 
-def _actions(journal: Journal, rollout_id: int) -> list[dict[str, Any]]:
-    rows = journal.db.execute(
-        "SELECT ts, who, action, target FROM actions WHERE rollout_id = ? ORDER BY id", (rollout_id,)
-    )
-    return [{"ts": iso(ts), "who": who, "action": action, "target": target} for ts, who, action, target in rows]
+def _iso_any(value: Any) -> Any:
+    return iso(value) if isinstance(value, int | float) else value
 
 
 def rollout_ids(journal: Journal, inventory: str) -> list[int]:
-    rows = journal.db.execute("SELECT id FROM rollouts WHERE inventory = ? ORDER BY id", (inventory,))
-    return [int(r[0]) for r in rows]
+    return sorted(r.id for r in journal.rollouts(inventory))
 
 
-def needs_a_person(inventory: Inventory, records: dict[str, ApplianceRecord]) -> list[dict[str, str]]:
-    """What a person must do after the rollout, each with the exact command: listeners still suspended, update
-    settings still pointing at the local server, appliances that need attention or failed."""
-    out: list[dict[str, str]] = []
-    for spec in inventory.appliances:
-        rec = records.get(spec.name)
-        if rec is None:
-            continue
-        ssh = f"ssh -p {spec.port} {spec.username}@{spec.host}"
-        if rec.listeners == "suspended":
-            why = "listeners still suspended" + (" (before segtui came)" if rec.suspended_elsewhere else "")
-            out.append({"appliance": spec.name, "why": why, "command": f"{ssh} resumelistener"})
-        if rec.pointed and rec.original_source:
-            source = ", ".join(f"{k} {v}" for k, v in sorted(rec.original_source.items()))
-            out.append(
-                {
-                    "appliance": spec.name,
-                    "why": f"update settings still point at the local update server (were: {source})",
-                    "command": f"{ssh} updateconfig  (SETUP: put the AsyncOS upgrade source back, then commit)",
-                }
-            )
-        if rec.state == State.NEEDS_ATTENTION:
-            out.append(
-                {
-                    "appliance": spec.name,
-                    "why": f"needs attention: {rec.error or rec.message or 'see the journal'}",
-                    "command": f"segtui resume --inventory {inventory.path}  (or R in the dashboard to re-probe)",
-                }
-            )
-        elif rec.state == State.FAILED:
-            out.append(
-                {
-                    "appliance": spec.name,
-                    "why": f"failed: {rec.error or 'see the journal'}",
-                    "command": f"{ssh} version  (then R in the dashboard retries it)",
-                }
-            )
-    return out
+def hand_work(rollout: Rollout) -> list[dict[str, str]]:
+    """What the rollout leaves for a person, each with the exact command (the engine's one rule)."""
+    return [{"appliance": h.appliance, "why": h.what, "command": h.command} for h in rollout.needs_a_person()]
 
 
 def _appliance(
@@ -171,8 +110,8 @@ def _appliance(
         "port": spec.port if spec else None,
         "group": spec.group if spec else None,
         "cluster": spec.cluster if spec else None,
-        "hostname": getattr(rec, "hostname", None),
-        "serial": getattr(rec, "serial", None),
+        "hostname": rec.hostname,
+        "serial": rec.serial,
         "state": state,
         "step": rec.step,
         "version_before": rec.version_before,
@@ -189,9 +128,12 @@ def _appliance(
         "suspended_by_segtui": rec.suspended_by_us,
         "update_settings": "pointing at the local update server" if rec.pointed else "as before",
         "error": rec.error,
-        "unrecognized_questions": list(getattr(rec, "unrecognized_questions", None) or []),
-        "bake": getattr(rec, "bake", None),
-        "guard_waits": list(getattr(rec, "guard_waits", None) or []),
+        "unrecognized_questions": [{**q, "ts": _iso_any(q.get("ts"))} for q in rec.unrecognized_questions],
+        "bake": rec.bake,
+        "guard_waits": [
+            {**g, "since": _iso_any(g.get("since")), "until": _iso_any(g.get("until"))} for g in rec.guard_waits
+        ],
+        "left_by_hand": rec.left_by_hand,
     }
 
 
@@ -199,58 +141,64 @@ def report_from_journal(
     journal: Journal,
     inventory: Inventory,
     rollout_id: int,
+    settings: Settings,
     *,
+    rollout: Rollout | None = None,
     outcome: str | None = None,
-    events: EventLog | None = None,
     notes: Iterable[str] = (),
     notifications: dict[str, Any] | None = None,
-    live: bool = False,
 ) -> dict[str, Any]:
-    """The report of one rollout from the journal (the live run adds its events, notes and notifications)."""
-    info = _rollout_row(journal, rollout_id)
-    records = _records(journal, rollout_id)
+    """The report of one rollout from its journal; the live run adds its outcome, notes and notifications."""
+    from segtui.asyncos.versions import Version
+    from segtui.rollout.engine import Rollout, RolloutOptions
+
+    info = journal.rollout_info(rollout_id)
+    if info is None:
+        raise KeyError(rollout_id)
+    records = journal.records(rollout_id) if rollout is None else rollout.records
     steps = _steps(journal, rollout_id)
-    actions = _actions(journal, rollout_id)
+    actions = [
+        {"ts": iso(ts), "who": who, "action": action, "target": target}
+        for ts, who, action, target in journal.actions_of(rollout_id)
+    ]
+    if rollout is None:  # a past rollout: the engine's rules read its journaled records
+        known = set(RolloutOptions.__dataclass_fields__)
+        try:
+            options = RolloutOptions(**{k: v for k, v in info.options.items() if k in known})
+        except (InputError, TypeError):
+            options = RolloutOptions()
+        rollout = Rollout(inventory, settings, Version.parse(info.target), journal, options)
+        rollout.records = dict(records)
     specs = {a.name: a for a in inventory.appliances}
     names = [a.name for a in inventory.appliances] + sorted(set(records) - set(specs))
+    live = outcome is not None
     appliances = [
         _appliance(specs.get(n), n, records.get(n) or ApplianceRecord(name=n), steps.get(n, []), live) for n in names
     ]
     counts: dict[str, int] = {}
     for a in appliances:
         counts[a["state"]] = counts.get(a["state"], 0) + 1
-    operator = next((a["who"] for a in actions if a["action"] in ("created", "start")), None)
+    finished = info.finished
     report: dict[str, Any] = {
         "schema": SCHEMA_VERSION,
         "rollout_id": rollout_id,
         "fleet": inventory.name,
         "environment": inventory.environment,
         "inventory": str(inventory.path),
-        "target": info["target"],
-        "outcome": outcome or info["outcome"] or "unfinished",
-        "started": iso(info["started"]),
-        "finished": iso(info["finished"]),
-        "seconds": round(info["finished"] - info["started"], 3) if info["finished"] else None,
-        "operator": operator,
-        "options": info["options"],
+        "target": info.target,
+        "outcome": str(outcome or info.outcome or "unfinished"),
+        "started": iso(info.started),
+        "finished": iso(finished),
+        "seconds": round(finished - info.started, 3) if finished else None,
+        "operator": info.operator,
+        "options": {k: v for k, v in info.options.items() if not k.startswith("_")},
         "counts": counts,
-        "batches": [
-            {
-                "index": b.index,
-                "appliances": b.appliances,
-                "started": iso(b.started),
-                "finished": iso(b.finished),
-                "failures": b.failures,
-            }
-            for b in (events.batches if events else [])
-        ],
+        "batches": _batches(journal, rollout_id),
         "appliances": appliances,
         "operator_actions": actions,
-        "needs_a_person": needs_a_person(inventory, records),
+        "needs_a_person": hand_work(rollout),
         "notes": [n for n in notes if n],
-        "warnings": [
-            {"ts": iso(ts), "appliance": who, "text": text} for ts, who, text in (events.warnings if events else [])
-        ],
+        "warnings": _warnings(journal, rollout_id),
         "notifications": notifications or {"sent": 0, "failed": 0, "failures": []},
     }
     redact = Redactor(a.password for a in inventory.appliances)
@@ -268,9 +216,7 @@ def _clean(value: Any, redact: Redactor) -> Any:
     return value
 
 
-def build_report(
-    rollout: Rollout, outcome: str, *, notifier: Any = None, events: EventLog | None = None
-) -> dict[str, Any]:
+def build_report(rollout: Rollout, outcome: str, *, notifier: Any = None) -> dict[str, Any]:
     """The report of the rollout that just ran."""
     rollout_id = rollout.journal.rollout_id
     assert rollout_id is not None, "the rollout was never begun"
@@ -281,11 +227,11 @@ def build_report(
         rollout.journal,
         rollout.inventory,
         rollout_id,
+        rollout.settings,
+        rollout=rollout,
         outcome=outcome,
-        events=events,
         notes=notes,
         notifications=notifier.summary() if notifier is not None else None,
-        live=True,
     )
 
 
@@ -365,8 +311,8 @@ def markdown(report: dict[str, Any]) -> str:
     if batches:
         lines += ["", "## Batches", ""]
         lines += _table(
-            ["batch", "appliances", "started", "finished", "failures"],
-            [[b["index"], ", ".join(b["appliances"]), b["started"], b["finished"], b["failures"]] for b in batches],
+            ["batch", "appliances", "started", "finished", "result"],
+            [[b["index"], ", ".join(b["appliances"]), b["started"], b["finished"], b["summary"]] for b in batches],
         )
     step_rows = [
         [
@@ -388,12 +334,23 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", "## Backups", ""]
         lines += _table(["appliance", "kind", "path", "sha256"], backup_rows)
     extra_rows = [
-        [a["name"], "unrecognized question (default taken)", q]
+        [a["name"], "unrecognized question (default taken)", f"{q.get('command', '')}: {q.get('question', '')}"]
         for a in report["appliances"]
         for q in a.get("unrecognized_questions") or []
     ]
-    extra_rows += [[a["name"], "bake", a["bake"]] for a in report["appliances"] if a.get("bake")]
-    extra_rows += [[a["name"], "guard wait", g] for a in report["appliances"] for g in a.get("guard_waits") or []]
+    extra_rows += [
+        [a["name"], f"bake: {a['bake'].get('verdict', '?')}", a["bake"].get("message", "")]
+        for a in report["appliances"]
+        if isinstance(a.get("bake"), dict)
+    ]
+    extra_rows += [
+        [a["name"], f"guard wait ({g.get('outcome', '?')})", f"{g.get('since')} - {g.get('until')}: {g.get('reason')}"]
+        for a in report["appliances"]
+        for g in a.get("guard_waits") or []
+    ]
+    extra_rows += [
+        [a["name"], "left by hand", a["left_by_hand"]] for a in report["appliances"] if a.get("left_by_hand")
+    ]
     if extra_rows:
         lines += ["", "## Questions, guards and bake", ""]
         lines += _table(["appliance", "what", "detail"], extra_rows)
@@ -412,7 +369,9 @@ def markdown(report: dict[str, Any]) -> str:
     if notes or warnings:
         lines += ["", "## Notes", ""]
         lines += [f"- {md(n)}" for n in notes]
-        lines += [f"- {md(w['ts'])} {md(w['appliance'] or 'fleet')}: {md(w['text'])}" for w in warnings]
+        lines += [
+            f"- {md(w['ts'])} {md(w['appliance'] or 'fleet')} {md(w['level'])}: {md(w['text'])}" for w in warnings
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -11,6 +12,7 @@ from segtui.asyncos.parsers import UpgradeSource
 from segtui.inventory import ApplianceSpec
 from segtui.rollout.context import RolloutContext
 from segtui.rollout.events import Note, StagingChanged
+from segtui.rollout.preflight import appliance_problem
 
 
 @dataclass
@@ -66,17 +68,20 @@ async def stage_appliance(ctx: RolloutContext, spec: ApplianceSpec, poll: float,
             await asyncio.sleep(poll)
         staging("staged", str(status.version))
         return StageResult(name, "staged", str(status.version))
-    except ApplianceError as exc:
-        staging("not-staged", None, note=exc.message)
-        return StageResult(name, "failed", None, exc.message)
+    except Exception as exc:  # any failure of one appliance is one line for it; the others carry on
+        problem = appliance_problem(exc)
+        staging("not-staged", None, note=problem)
+        return StageResult(name, "failed", None, problem)
     finally:
         if original is not None:
             try:
                 await client.set_upgrade_source(original)
                 await client.commit("segtui stage: restore AsyncOS upgrade settings")
-            except ApplianceError as exc:
-                ctx.emit(Note(appliance=name, text=f"could not restore update settings: {exc.message}", level="error"))
-        await client.close()
+            except Exception as exc:
+                text = f"could not restore update settings: {appliance_problem(exc)}"
+                ctx.emit(Note(appliance=name, text=text, level="error"))
+        with contextlib.suppress(Exception):
+            await client.close()
 
 
 async def stage_fleet(ctx: RolloutContext, concurrency: int) -> list[StageResult]:
@@ -88,4 +93,8 @@ async def stage_fleet(ctx: RolloutContext, concurrency: int) -> list[StageResult
         async with limit:
             return await stage_appliance(ctx, spec, poll, deadline)
 
-    return list(await asyncio.gather(*(one(s) for s in ctx.inventory.appliances)))
+    results = await asyncio.gather(*(one(s) for s in ctx.inventory.appliances), return_exceptions=True)
+    return [
+        r if isinstance(r, StageResult) else StageResult(spec.name, "failed", None, appliance_problem(r))
+        for spec, r in zip(ctx.inventory.appliances, results, strict=True)
+    ]

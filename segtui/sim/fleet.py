@@ -14,12 +14,31 @@ from pathlib import Path
 import asyncssh
 import httpx
 
-from segtui.sim.model import FAULTS, NEWEST, Cluster, Durations, SimAppliance, SimVersion, vdotted
+from segtui.sim.model import (
+    FAULTS,
+    NEWEST,
+    PAGE_SIZES,
+    SURGE_DEPTH,
+    TAU,
+    UPGRADES_LABELS,
+    Cluster,
+    Durations,
+    MailGroup,
+    Printing,
+    SimAppliance,
+    SimVersion,
+    vdotted,
+    vtag,
+)
 from segtui.sim.node import SimNode
-from segtui.sim.updateserver import UpdateServer, write_update_root
+from segtui.sim.updateserver import SHAPES, UpdateServer, shapes_for, write_update_root
 
 DEFAULT_PASSWORD = "ironport"  # AsyncOS's factory default for admin
 LISTENER_NAMES = ("IncomingMail", "OutgoingMail", "RelayDMZ", "BulkMail")
+
+
+def _toml_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 class FaultSpecError(ValueError):
@@ -43,6 +62,47 @@ def parse_faults(spec: str | None) -> dict[str, set[str]]:
             )
         out.setdefault(name.strip(), set()).add(fault)
     return out
+
+
+_HOST_WORDS = ("gw", "mx", "smtp", "mta", "relay", "mailgw", "ironport", "sg", "inbound", "edge")
+_SITES = ("ams", "fra", "lon", "nyc", "sjc", "sin", "syd", "par", "dub", "tor", "zrh", "osl")
+_SUBDOMAINS = ("mail", "smtp", "mx", "dmz", "msg")
+_DOMAINS = ("example.net", "corp.example", "example.org", "mail.example.com", "example.co.uk", "grp.example")
+
+
+def unrelated_hostnames(names: list[str], rng: random.Random) -> dict[str, str]:
+    """Each appliance's own configured hostname: unique, and not derived from its inventory name."""
+    out: dict[str, str] = {}
+    taken: set[str] = set()
+    for name in names:
+        while True:
+            word, k = rng.choice(_HOST_WORDS), rng.randrange(1, 40)
+            if rng.random() < 0.5:
+                host = f"{word}{k}.{rng.choice(_SUBDOMAINS)}.{rng.choice(_DOMAINS)}"
+            else:
+                host = f"{word}-{rng.choice(_SITES)}-{k}.{rng.choice(_DOMAINS)}"
+            first = host.split(".")[0]
+            if host not in taken and not host.startswith(name) and name not in first:
+                break
+        taken.add(host)
+        out[name] = host
+    return out
+
+
+def printing_for(i: int, rng: random.Random) -> Printing:
+    """Seeded printout habits; the labels and page sizes rotate so that every fleet shows several."""
+    off = rng.randrange(1000)
+    return Printing(
+        page_lines=PAGE_SIZES[(i + off) % len(PAGE_SIZES)],
+        upgrades_label=UPGRADES_LABELS[(i + off) % len(UPGRADES_LABELS)],
+        label_gap=2 + rng.randrange(5),
+        thousands=rng.random() < 0.5,
+        erase_csi=(i + off) % 2 == 0,
+        banner_colour=rng.random() < 0.3,
+        trailing_spaces=(i + off) % 3 != 0,
+        extra_setup_question=(i + off) % 3 == 1,
+        extra_upgrade_question=(i + off) % 2 == 1,
+    )
 
 
 def starting_version(i: int, n: int) -> SimVersion:
@@ -69,7 +129,18 @@ class SimFleet:
         clusters: bool = True,
         on_event: Callable[[str, str], None] | None = None,
         events_out: Path | None = None,
+        hostnames: str = "unrelated",
+        manifest_shapes: dict[SimVersion, str] | str | None = None,
+        plain_printouts: bool = False,
     ) -> None:
+        """`hostnames`: "unrelated" (default: seeded names like gw7.mail.example.net) or "inventory"
+        (`<name>.lab.example.com`). `manifest_shapes`: one of SHAPES for every manifest, or a shape per base
+        release; default: every shape, rotated by the seed. `plain_printouts`: one page size, one label, no
+        extra questions (for benchmarks that compare fleet sizes)."""
+        if hostnames not in ("unrelated", "inventory"):
+            raise ValueError(f"hostnames must be 'unrelated' or 'inventory', not {hostnames!r}")
+        if isinstance(manifest_shapes, str) and manifest_shapes not in SHAPES:
+            raise ValueError(f"manifest shape must be one of {', '.join(SHAPES)}")
         if appliances < 1:
             raise ValueError("--appliances must be at least 1")
         self.count = appliances
@@ -88,6 +159,13 @@ class SimFleet:
         self.update_server: UpdateServer | None = None
         self._http: httpx.AsyncClient | None = None
         self.events: list[tuple[str, str]] = []
+        self.hostname_style = hostnames
+        self.plain_printouts = plain_printouts
+        if isinstance(manifest_shapes, str):
+            self.manifest_shapes = {base: manifest_shapes for base in shapes_for(seed)}
+        else:
+            self.manifest_shapes = manifest_shapes or shapes_for(seed)
+        self.groups: dict[str, MailGroup] = {}
         width = max(2, len(str(appliances)))
         self.names = [f"esa{i:0{width}d}" for i in range(1, appliances + 1)]
         unknown = set(self.faults) - set(self.names)
@@ -113,23 +191,32 @@ class SimFleet:
     async def start(self) -> None:
         rng = random.Random(self.seed)
         root = self.workdir / "updates"
-        write_update_root(root)
         self.update_server = UpdateServer(root)
+        write_update_root(root, self.update_server.url, shapes=self.manifest_shapes)
         self.update_server.start()
         self._http = httpx.AsyncClient(limits=httpx.Limits(max_connections=64))
         cluster_members: set[str] = set()
         if self.clusters_enabled and self.count >= 6:
             cluster_members = set(self.names[-2:])
             self.clusters["mailcluster"] = Cluster("mailcluster")
+        if self.hostname_style == "unrelated":
+            hostnames = unrelated_hostnames(self.names, random.Random(f"hostnames-{self.seed}"))
+        else:
+            hostnames = {name: f"{name}.lab.example.com" for name in self.names}
+        look = random.Random(f"printing-{self.seed}")
+        serials: set[str] = set()
         for i, name in enumerate(self.names):
             appliance_dir = self.workdir / "appliances" / name
             (appliance_dir / "configuration").mkdir(parents=True, exist_ok=True)
             virtual = i % 2 == 0
             serial = f"{rng.getrandbits(48):012X}-{rng.getrandbits(40):010X}"
+            while serial in serials:
+                serial = f"{rng.getrandbits(48):012X}-{rng.getrandbits(40):010X}"
+            serials.add(serial)
             version = (15, 0, 0, 104) if name in cluster_members else starting_version(i, self.count)
             a = SimAppliance(
                 name=name,
-                hostname=f"{name}.lab.example.com",
+                hostname=hostnames[name],
                 model="C300V" if virtual else "C395",
                 serial=serial,
                 vln=f"VLNESA{rng.randrange(10**6):06d}" if virtual else None,
@@ -139,9 +226,16 @@ class SimFleet:
                 rng=random.Random(rng.random()),
                 config_dir=appliance_dir / "configuration",
                 slbl_enabled=i % 4 != 1,
+                printing=Printing() if self.plain_printouts else printing_for(i, look),
             )
-            a.base_depth = rng.uniform(150, 1500)
-            a.depth = a.base_depth
+            # Mail: about 5-50 messages a second each; lifetime counters of a box in service for years.
+            a.base_rate = rng.uniform(150, 1500) / TAU
+            a.received = a.received_at_boot = rng.uniform(2e6, 2e7)
+            a.delivered = a.delivered_at_boot = a.received - a.base_rate * TAU
+            a.suspended = a.fault("listeners-suspended")
+            group = self.groups.setdefault(self.group_of(i), MailGroup(self.group_of(i)))
+            group.members.append(a)
+            a.group = group
             if i % 2 == 1:
                 a.committed.feature_keys = "keys.lab.example.com:80"
             if name in cluster_members:
@@ -161,12 +255,36 @@ class SimFleet:
                 on_event=self._record,
             )
             self.nodes[name] = node
+        for group in self.groups.values():
+            # Sized so that a group can lose members and still deliver what arrives.
+            for a in group.members:
+                a.capacity = 1.2 * group.rate
+                a.depth = SURGE_DEPTH if a.fault("queue-surge") else a.base_rate * TAU
         await asyncio.gather(*(n.start() for n in self.nodes.values()))
         self.write_inventory()
 
+    @staticmethod
+    def group_of(i: int) -> str:
+        return f"dc{i % 2 + 1}"
+
+    @property
+    def hostnames(self) -> dict[str, str]:
+        """Inventory name -> the appliance's own hostname (what its prompt and cluster lists show)."""
+        return {name: node.appliance.hostname for name, node in self.nodes.items()}
+
+    @property
+    def serials(self) -> dict[str, str]:
+        return {name: node.appliance.serial for name, node in self.nodes.items()}
+
+    def manifest_shape(self, base: SimVersion) -> str:
+        return self.manifest_shapes[base]
+
     def write_inventory(self, path: Path | None = None) -> Path:
+        """The fleet's inventory; written elsewhere than the workdir, it names known_hosts by absolute path."""
         path = path or self.inventory_path
         assert self.update_server is not None
+        beside = path.resolve().parent == self.known_hosts_path.resolve().parent
+        known_hosts = self.known_hosts_path.name if beside else str(self.known_hosts_path.resolve())
         lines = [
             "# Written by `segtui sim`: a simulated lab fleet on loopback.",
             "[fleet]",
@@ -177,7 +295,7 @@ class SimFleet:
             "[defaults]",
             'username = "admin"',
             f'password_env = "{self.password_env}"',
-            f'known_hosts = "{self.known_hosts_path.name}"',
+            f"known_hosts = {_toml_string(known_hosts)}",
             "",
         ]
         for i, (name, node) in enumerate(self.nodes.items()):
@@ -186,7 +304,7 @@ class SimFleet:
                 f'name = "{name}"',
                 'host = "127.0.0.1"',
                 f"port = {node.port}",
-                f'group = "dc{i % 2 + 1}"',
+                f'group = "{self.group_of(i)}"',
             ]
             if node.appliance.cluster is not None:
                 lines.append(f'cluster = "{node.appliance.cluster.name}"')
@@ -222,15 +340,20 @@ class SimFleet:
     def summary(self) -> list[str]:
         assert self.update_server is not None
         versions = Counter(vdotted(n.appliance.version) for n in self.nodes.values())
+        shapes = ", ".join(f"{vtag(b)}={shape}" for b, shape in sorted(self.manifest_shapes.items()))
         lines = [
             f"inventory: {self.inventory_path}",
             f"known_hosts: {self.known_hosts_path}",
             f"update server: {self.update_server.url} (newest version {vdotted(NEWEST)})",
             f"versions: {', '.join(f'{v} x{c}' for v, c in sorted(versions.items()))}",
+            f"manifest shapes: {shapes}",
         ]
         for name, node in self.nodes.items():
             a = node.appliance
             extra = f" cluster={a.cluster.name}" if a.cluster else ""
             faults = f" faults={','.join(sorted(a.faults))}" if a.faults else ""
-            lines.append(f"  {name}  127.0.0.1:{node.port}  {vdotted(a.version)}{extra}{faults}")
+            lines.append(
+                f"  {name}  127.0.0.1:{node.port}  {vdotted(a.version)} hostname={a.hostname} "
+                f"serial={a.serial} group={a.group.name if a.group else '-'}{extra}{faults}"
+            )
         return lines

@@ -8,14 +8,34 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from xml.etree import ElementTree
+from urllib.parse import urlsplit
 
 import asyncssh
 import httpx
 
-from segtui.sim.model import Durations, SimAppliance, SimVersion, vdotted, vparse
+from segtui.sim.model import Durations, SimAppliance, SimVersion, vdotted
 from segtui.sim.shell import ApplianceShell
 from segtui.sim.terminal import Cancelled, SessionClosed, Terminal
+from segtui.sim.updateserver import read_manifest
+
+
+class UpgradeJob:
+    """What a running upgrade says (progress text, then None) and the one answer it waits for."""
+
+    def __init__(self) -> None:
+        self.output: asyncio.Queue[str | None] = asyncio.Queue()
+        self.seconds: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.failed = False
+
+    def fail(self, text: str) -> None:
+        self.failed = True
+        self.output.put_nowait(text)
+        self.output.put_nowait(None)
+
+    def answer(self, seconds: int) -> None:
+        """The seconds to wait before forcibly closing connections (asked once the install is done)."""
+        if not self.seconds.done():
+            self.seconds.set_result(seconds)
 
 
 class _Server(asyncssh.SSHServer):
@@ -117,6 +137,7 @@ class SimNode:
         if self.port == 0:
             self.port = self._acceptor.sockets[0].getsockname()[1]
         self.going_down = asyncio.Event()
+        self.appliance.settle_mail(self.time_scale, self.durations.drain_rate)  # back in service: shares move
         self.appliance.state = "up"
 
     async def stop(self) -> None:
@@ -171,20 +192,15 @@ class SimNode:
             return None
         if resp.status_code != 200:
             return None
-        try:
-            root = ElementTree.fromstring(resp.content)
-        except ElementTree.ParseError:
+        read = read_manifest(resp.content)
+        if read is None:
             return None
-        if root.get("from") != vdotted(a.version):
-            return None
-        offers = []
-        for item in root.iter("release"):
-            try:
-                offers.append((vparse(item.get("version", "")), item.get("date", "")))
-            except ValueError:
-                continue
-        self._images = {vparse(i.get("version", "0.0.0-0")): i.get("image", "") for i in root.iter("release")}
-        return sorted(o for o in offers if o[0] > a.version)
+        base, offers = read
+        if base is not None and base != a.version:
+            return None  # a manifest for another release
+        # The images server is the one configured in updateconfig; a URL in the manifest only names the path.
+        self._images = {o.version: urlsplit(o.image).path if "://" in o.image else o.image for o in offers}
+        return sorted((o.version, o.date) for o in offers if o.version > a.version)
 
     def start_download(self, version: SimVersion) -> None:
         """upgrade > DOWNLOAD: fetch the image in the background; mail keeps flowing."""
@@ -231,47 +247,30 @@ class SimNode:
         return True
 
     # --- upgrade and reboot --------------------------------------------------------------------
-    async def run_upgrade(self, chosen: SimVersion, shell: ApplianceShell, from_stage: bool = False) -> None:
-        """Confirmed upgrade: runs on the appliance even if this SSH session drops."""
+    def begin_upgrade(self, chosen: SimVersion, from_stage: bool = False) -> UpgradeJob:
+        """A confirmed upgrade: it runs on the appliance even if the SSH session that started it drops."""
         a = self.appliance
         a.upgrade_busy = True
         if a.cluster is not None and a.cluster_connected:
             # The footgun of DIALOGUES.md: upgrading a connected machine detaches the whole cluster.
             for m in a.cluster.members:
                 m.cluster_connected = False
-        out: asyncio.Queue[str | None] = asyncio.Queue()
-        answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(self._upgrade_work(chosen, out, answer, from_stage))
+        job = UpgradeJob()
+        task = asyncio.create_task(self._upgrade_work(chosen, job, from_stage))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        try:
-            await shell.upgrade_progress(out)
-            if task.done() and not task.result():
-                return
-            seconds = await shell.ask_close_seconds()
-            if not answer.done():
-                answer.set_result(seconds)
-            shell.term.line()
-            shell.term.line("Rebooting the system...")
-            await self.wait_down()
-        finally:
-            if not answer.done():
-                answer.set_result(30)
+        return job
 
-    async def _upgrade_work(
-        self,
-        chosen: SimVersion,
-        out: asyncio.Queue[str | None],
-        answer: asyncio.Future[int],
-        from_stage: bool = False,
-    ) -> bool:
+    async def _upgrade_work(self, chosen: SimVersion, job: UpgradeJob, from_stage: bool = False) -> None:
         a = self.appliance
         d = self.durations
         self.event("upgrade-start" + (":install" if from_stage else ""))
         if from_stage:
             # The image is already here: straight to the install.
             a.staged = None
-            return await self._install(chosen, out, answer)
+            await self._install(chosen, job)
+            return
+        out = job.output
         out.put_nowait("\nDownloading application...\n")
         download_time = self.rng.uniform(*d.download)
         fetched = await self._fetch_image(chosen)
@@ -279,21 +278,20 @@ class SimNode:
             await self.sleep(download_time / 5)
             out.put_nowait("." * 11 + f" ({pct}% complete)\n")
             if a.fault("upgrade-fail") and pct == 40:
-                out.put_nowait("\nupgrade data interrupted\nUpgrade failure: upgrade could not proceed.\n")
-                out.put_nowait(None)
                 a.upgrade_busy = False
-                return False
+                job.fail("\nupgrade data interrupted\nUpgrade failure: upgrade could not proceed.\n")
+                return
         if not fetched:
-            out.put_nowait("\nUpgrade failure: upgrade data interrupted.\n")
-            out.put_nowait(None)
             a.upgrade_busy = False
-            return False
+            job.fail("\nUpgrade failure: upgrade data interrupted.\n")
+            return
         await self.sleep(download_time / 5)
         out.put_nowait("........... done.\nDownloading Sophos Anti-Virus...\n.................. done.\n")
-        return await self._install(chosen, out, answer)
+        await self._install(chosen, job)
 
-    async def _install(self, chosen: SimVersion, out: asyncio.Queue[str | None], answer: asyncio.Future[int]) -> bool:
+    async def _install(self, chosen: SimVersion, job: UpgradeJob) -> None:
         a = self.appliance
+        out = job.output
         d = self.durations
         out.put_nowait("Finding partitions... done.\nInstalling application...\n")
         install_time = self.rng.uniform(*d.install)
@@ -305,11 +303,10 @@ class SimNode:
         out.put_nowait(" done.\nUpgrade installation finished.\n")
         out.put_nowait(None)
         try:
-            seconds = await asyncio.wait_for(asyncio.shield(answer), timeout=max(0.05, 300 * self.time_scale))
+            seconds = await asyncio.wait_for(asyncio.shield(job.seconds), timeout=max(0.05, 300 * self.time_scale))
         except TimeoutError:
             seconds = 30
         self.schedule_reboot(chosen, seconds)
-        return True
 
     def schedule_reboot(self, new_version: SimVersion | None, close_seconds: int) -> None:
         task = asyncio.create_task(self._reboot(new_version, close_seconds))
@@ -319,6 +316,7 @@ class SimNode:
     async def _reboot(self, new_version: SimVersion | None, close_seconds: int) -> None:
         a = self.appliance
         await self.sleep(min(close_seconds, 30) * 0.1)
+        a.settle_mail(self.time_scale, self.durations.drain_rate)  # mail up to now, then its share moves
         a.state = "rebooting"
         self.event("reboot")
         await self._close_network()
@@ -335,5 +333,7 @@ class SimNode:
             return
         if a.fault("hostkey-change"):
             self.host_key = asyncssh.generate_private_key("ssh-ed25519")
+        a.settle_mail(self.time_scale, self.durations.drain_rate)
+        a.booted()
         await self.start()
         self.event("up")

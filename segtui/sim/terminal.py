@@ -20,8 +20,6 @@ class Terminal:
         self._process = process
         self.pty = process.get_terminal_type() is not None
         self._pending = ""
-        size = process.get_terminal_size()
-        self.rows = size[1] if size and size[1] else 24
 
     def write(self, text: str) -> None:
         if self.pty:
@@ -84,9 +82,3 @@ class Terminal:
             line += ch
             if self.pty:
                 self._process.stdout.write(ch)
-
-    async def ask_inline(self, question: str, default: str) -> str:
-        """A `question [default]> ` on one line; an empty answer takes the default."""
-        self.write(f"{question} [{default}]> ")
-        answer = (await self.readline()).strip()
-        return answer or default

@@ -1,4 +1,8 @@
-"""What the dashboard shows, folded from rollout events; cheap per event, read by the repaint timer."""
+"""What the dashboard shows, folded from rollout events; cheap per event, read by the repaint timer.
+
+Every cell is derived from the latest known state of its appliance: the message of a finished appliance is its
+outcome, the progress follows the state, a work-queue reading carries its age. Nothing here touches a widget.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +10,57 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from statistics import median
 
 from segtui.rollout.engine import Rollout
 from segtui.rollout.events import (
+    FINAL_STATES,
+    STEP_SPAN,
     ApplianceStateChanged,
+    BatchFinished,
     BatchStarted,
     ListenersChanged,
     Note,
     RebootProbed,
     RolloutEvent,
+    RolloutState,
     RolloutStateChanged,
     StagingChanged,
     State,
+    Step,
     StepFinished,
     StepStarted,
     UpgradeProgressed,
     WorkQueueDepth,
 )
+from segtui.rollout.journal import ApplianceRecord
+from segtui.textsafe import one_line
 
 HISTORY = 120
+FINAL = frozenset(s.value for s in FINAL_STATES)
+LOG_SIZE = 2000
+# Steps the mail-flow guards add (issue 15); written as strings so the dashboard needs no newer engine.
+GUARD_STEP = "guard"
+BAKE_STEP = "bake"
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None or seconds < 0:
+        return "-"
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def fmt_took(seconds: float) -> str:
+    """`6m12s`, `48s`, `1h02m`: for outcomes."""
+    s = int(seconds)
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"
 
 
 @dataclass
@@ -32,18 +68,62 @@ class Row:
     name: str
     group: str
     cluster: str
-    version: str
-    state: str = "pending"
+    host: str = ""
+    port: int = 22
+    version: str | None = None  # the version last read (survey, journal or event); None: not known
+    version_before: str | None = None
+    state: str = "pending"  # a final state, `pending`, or the step under way
     listeners: str = "active"
     depth: int | None = None
+    depth_ts: float | None = None
     draining: bool = False
     percent: float = 0.0
     phase: str = ""
     started: float | None = None
     finished: float | None = None
-    message: str = ""
+    message: str = ""  # the latest line while under way
+    error: str | None = None
     image: str = "-"  # staged, dl NN%, other, installed
+    unreachable: str | None = None  # why the survey could not read it
+    system_status: str = ""
+    serial: str | None = None
+    hostname: str | None = None
+    guard_reason: str = ""
+    bake_until: float | None = None
+    bake_sample: str = ""
+    batch: int | None = None
     depth_history: deque[int] = field(default_factory=lambda: deque(maxlen=HISTORY))
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL
+
+    @property
+    def in_flight(self) -> bool:
+        return not self.final and self.state != "pending"
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    ts: float
+    kind: str  # state, failure, rollout, batch, operator, note, guard, listeners
+    text: str
+    appliance: str | None = None
+    level: str = "info"  # info, warning, error
+
+    def line(self) -> str:
+        stamp = time.strftime("%H:%M:%S", time.localtime(self.ts))
+        who = self.appliance or "fleet"
+        return f"{stamp} {self.kind:<9} {who:<10} {self.text}"
+
+
+@dataclass
+class BatchInfo:
+    index: int
+    members: tuple[str, ...]
+    started: float
+    finished: float | None = None
+    failures: int | None = None
 
 
 @dataclass
@@ -61,25 +141,110 @@ class FleetModel:
         self.clock = clock
         self.rows: dict[str, Row] = {}
         for spec in rollout.inventory.appliances:
+            row = Row(spec.name, spec.group, spec.cluster or "", host=spec.host, port=spec.port)
             rec = rollout.records.get(spec.name)
-            row = Row(spec.name, spec.group, spec.cluster or "", rec.current if rec and rec.current else "?")
             if rec is not None:
-                row.state = rec.state if rec.state != "running" else (rec.step or "running")
-                row.listeners = rec.listeners
-                row.message = rec.error or rec.message
+                self.apply_record(row, rec)
             self.rows[spec.name] = row
         for name in rollout.ctx.staged:
-            if name in self.rows:
+            if name in self.rows and self.rows[name].image == "-":
                 self.rows[name].image = "staged"
         self.dirty: set[str] = set(self.rows)
         self.reboots: dict[str, RebootStatus] = {}
         self.fleet_depth: deque[int] = deque(maxlen=HISTORY)
-        self.batch = (0, rollout.batch_total)
+        self.batch = (rollout.batch_index, rollout.batch_total)
         self.batch_members: tuple[str, ...] = ()
-        self.log: deque[str] = deque(maxlen=200)
+        self.batches: list[BatchInfo] = []
+        self.log: deque[LogEntry] = deque(maxlen=LOG_SIZE)
+        self.log_version = 0
         self.events_seen = 0
         self.header_dirty = True
+        self.paused_since: float | None = None
+        self.bell_pending = 0
+        self.survey_running = False
         rollout.subscribe(self.on_event)
+
+    # --- state of one appliance ---------------------------------------------------------------------
+    def apply_record(self, row: Row, rec: ApplianceRecord) -> None:
+        """The journal's record is the latest known truth for a resumed (or watched) appliance."""
+        row.version = rec.current or row.version
+        row.version_before = rec.version_before or row.version_before
+        row.listeners = rec.listeners
+        row.error = rec.error
+        row.started = rec.started or row.started
+        row.finished = rec.finished if rec.state in FINAL_STATES else None
+        if rec.state == State.RUNNING:
+            row.state = rec.step or "running"
+            try:
+                row.percent = max(row.percent, STEP_SPAN[Step(rec.step)][0]) if rec.step else row.percent
+            except ValueError:
+                pass
+        else:
+            row.state = rec.state.value
+        if rec.state == State.DONE:
+            row.percent = 100.0
+        if rec.message and not row.final:
+            row.message = rec.message
+        if row.final:
+            self._clear_live(row)
+
+    def _clear_live(self, row: Row) -> None:
+        row.draining = False
+        row.depth = None  # no longer polled: a frozen figure would lie
+        row.depth_ts = None
+        row.guard_reason = ""
+        row.bake_until = None
+        self.reboots.pop(row.name, None)
+
+    def outcome(self, row: Row) -> str:
+        """The message a row shows: its outcome once finished, else the latest line."""
+        if row.state == State.DONE.value:
+            took = f" in {fmt_took(row.finished - row.started)}" if row.finished and row.started else ""
+            before = row.version_before
+            if before and row.version and before != row.version:
+                text = f"upgraded {before} -> {row.version}{took}"
+            else:
+                text = f"on {row.version or self.rollout.target}{took}"
+            return f"{text}; {row.error}" if row.error else text
+        if row.state in (State.FAILED.value, State.NEEDS_ATTENTION.value, State.SKIPPED.value):
+            return row.error or row.message or row.state
+        if row.state == GUARD_STEP and row.guard_reason:
+            return f"waiting: {row.guard_reason}"
+        if row.state == BAKE_STEP and row.bake_until is not None:
+            left = fmt_duration(row.bake_until - self.clock())
+            return f"baking, {left} left" + (f"; {row.bake_sample}" if row.bake_sample else "")
+        if row.unreachable and row.state == "pending":
+            return f"unreachable: {row.unreachable}"
+        return row.message
+
+    def progress(self, row: Row) -> float | None:
+        """None: no bar (pending, skipped, failed before it started)."""
+        if row.state == State.DONE.value:
+            return 100.0
+        if row.state == "pending" or row.state == State.SKIPPED.value:
+            return None
+        if row.final and not row.started:
+            return None  # finished without ever starting (refused, given up on)
+        return min(row.percent, 99.0)
+
+    def depth_age(self, row: Row) -> float | None:
+        return None if row.depth_ts is None else self.clock() - row.depth_ts
+
+    def stale_after(self) -> float:
+        return max(30.0, 3 * self.rollout.settings.polling.workqueue)
+
+    def fresh_depth(self, row: Row) -> int | None:
+        age = self.depth_age(row)
+        return row.depth if age is not None and age <= self.stale_after() else None
+
+    # --- events -------------------------------------------------------------------------------------
+    def _log(self, kind: str, text: str, appliance: str | None = None, level: str = "info", ts: float = 0) -> None:
+        self.log.append(LogEntry(ts or self.clock(), kind, one_line(text), appliance, level))
+        self.log_version += 1
+
+    def operator_acted(self, action: str, target: str | None, who: str) -> None:
+        """Logged by the dashboard when the engine does not emit its own OperatorActed event."""
+        self._log("operator", f"{who}: {action}" + (f" {target}" if target else ""), target)
 
     def on_event(self, event: RolloutEvent) -> None:
         """Called for every event: only bookkeeping here, never a widget call."""
@@ -91,32 +256,30 @@ class FleetModel:
             rec = self.rollout.records.get(row.name)
             if rec is not None and rec.current:
                 row.version = rec.current
+                row.version_before = rec.version_before or row.version_before
+        kind = type(event).__name__
         if isinstance(event, StepStarted) and row:
             row.state = event.step.value
             row.started = row.started or event.ts
+            span = STEP_SPAN.get(event.step)
+            if span:
+                row.percent = max(row.percent, span[0])
             if event.step.value != "reboot":
                 self.reboots.pop(row.name, None)
+            if event.step.value not in (GUARD_STEP, BAKE_STEP):
+                row.guard_reason = ""
+                row.bake_until = None
         elif isinstance(event, StepFinished) and row and not event.ok:
             row.message = event.message
+            self._log("failure", f"{event.step.value}: {event.message}", row.name, "error", event.ts)
         elif isinstance(event, ApplianceStateChanged) and row:
-            if event.state != State.RUNNING:
-                row.state = event.state.value
-                row.finished = event.ts
-                self.reboots.pop(row.name, None)
-                row.draining = False
-                if event.state == State.DONE:
-                    row.percent = 100.0
-            else:
-                row.started = row.started or event.ts
-            if event.version:
-                row.version = event.version
-            if event.error:
-                row.message = event.error
-            self.header_dirty = True
+            self._appliance_state(row, event)
         elif isinstance(event, ListenersChanged) and row:
             row.listeners = event.listeners
+            self._log("listeners", f"listeners {event.listeners}", row.name, ts=event.ts)
         elif isinstance(event, WorkQueueDepth) and row:
             row.depth = event.depth
+            row.depth_ts = event.ts
             row.draining = event.draining
             row.depth_history.append(event.depth)
         elif isinstance(event, UpgradeProgressed) and row:
@@ -131,46 +294,208 @@ class FleetModel:
         elif isinstance(event, RebootProbed) and row:
             self.reboots[row.name] = RebootStatus(event.since, event.deadline, event.stage, event.attempt, event.error)
         elif isinstance(event, Note):
-            self.log.append(f"{event.appliance or 'fleet'}: {event.text}")
-            if row:
+            self._log("note", event.text, event.appliance, event.level, event.ts)
+            if row and not row.final:
                 row.message = event.text
         elif isinstance(event, BatchStarted):
-            self.batch = (event.index, event.total)
-            self.batch_members = event.appliances
-            self.header_dirty = True
+            self._batch_started(event)
+        elif isinstance(event, BatchFinished):
+            self._batch_finished(event)
         elif isinstance(event, RolloutStateChanged):
             self.header_dirty = True
-            self.log.append(f"rollout {event.state.value} {event.reason}".strip())
+            if event.state == RolloutState.PAUSED:
+                self.paused_since = event.ts
+            else:
+                self.paused_since = None
+            level = "warning" if event.state in (RolloutState.PAUSED, RolloutState.ABORTED) else "info"
+            self._log("rollout", f"{event.state.value} {event.reason}".strip(), None, level, event.ts)
+        elif kind == "OperatorActed":
+            who = getattr(event, "who", "")
+            action = getattr(event, "action", "")
+            self._log("operator", f"{who}: {action}", name, ts=event.ts)
+        elif kind == "GuardWaiting" and row:
+            row.state = GUARD_STEP if not row.final else row.state
+            row.guard_reason = str(getattr(event, "reason", ""))
+            self._log("guard", f"waiting: {row.guard_reason}", row.name, "warning", event.ts)
+            self.header_dirty = True
+        elif kind == "BakeSampled" and row:
+            row.state = BAKE_STEP if not row.final else row.state
+            until = getattr(event, "until", None)
+            row.bake_until = float(until) if until is not None else row.bake_until
+            row.bake_sample = str(getattr(event, "sample", ""))
+        elif kind == "IdentityLearned" and row:
+            row.hostname = getattr(event, "hostname", None) or row.hostname
+            row.serial = getattr(event, "serial", None) or row.serial
 
+    def _appliance_state(self, row: Row, event: ApplianceStateChanged) -> None:
+        self.header_dirty = True
+        if event.version:
+            row.version = event.version
+        if event.state == State.RUNNING:
+            row.started = row.started or event.ts
+            return
+        if event.state == State.PENDING:  # queued again (retry): a fresh start, not its time in the queue
+            row.state = "pending"
+            row.started = row.finished = None
+            row.percent = 0.0
+            row.error = None
+            row.message = ""
+            self._log("state", "queued again", row.name, ts=event.ts)
+            return
+        row.state = event.state.value
+        row.finished = event.ts
+        row.error = event.error
+        self._clear_live(row)
+        level = "info" if event.state == State.DONE else "error"
+        self._log("state", f"{row.state}: {self.outcome(row)}", row.name, level, event.ts)
+        if event.state == State.NEEDS_ATTENTION:
+            self.bell_pending += 1
+
+    def _batch_started(self, event: BatchStarted) -> None:
+        self.batch = (event.index, event.total)
+        self.batch_members = event.appliances
+        self.header_dirty = True
+        # A retry joining the rollout may restart numbering: one entry per index.
+        self.batches = [b for b in self.batches if b.index != event.index]
+        self.batches.append(BatchInfo(event.index, event.appliances, event.ts))
+        for n in event.appliances:
+            if n in self.rows:
+                self.rows[n].batch = event.index
+                self.dirty.add(n)
+        self._log("batch", f"batch {event.index} of {event.total} started: {', '.join(event.appliances)}", ts=event.ts)
+
+    def _batch_finished(self, event: BatchFinished) -> None:
+        for b in self.batches:
+            if b.index == event.index:
+                b.finished = event.ts
+                b.failures = event.failures
+                self._log("batch", self.batch_summary(b), None, "error" if event.failures else "info", event.ts)
+
+    def batch_summary(self, b: BatchInfo) -> str:
+        states = [self.rows[n].state for n in b.members if n in self.rows]
+        done = states.count(State.DONE.value)
+        took = fmt_took(b.finished - b.started) if b.finished else ""
+        parts = [f"batch {b.index}: {done}/{len(b.members)} done"]
+        for s in (State.FAILED.value, State.NEEDS_ATTENTION.value, State.SKIPPED.value):
+            if states.count(s):
+                parts.append(f"{states.count(s)} {s}")
+        if took:
+            parts.append(f"in {took}")
+        return ", ".join(parts)
+
+    # --- the survey ---------------------------------------------------------------------------------
+    def surveyed(
+        self,
+        name: str,
+        *,
+        version: str | None = None,
+        serial: str | None = None,
+        status: str | None = None,
+        depth: int | None = None,
+        listeners: str | None = None,
+        problem: str | None = None,
+    ) -> None:
+        row = self.rows.get(name)
+        if row is None:
+            return
+        self.dirty.add(name)
+        if problem is not None:
+            row.unreachable = one_line(problem)
+            return
+        row.unreachable = None
+        if row.in_flight:
+            return  # the procedure's own readings are newer
+        row.version = version or row.version
+        row.serial = serial or row.serial
+        row.system_status = status or row.system_status
+        if depth is not None and not row.final:
+            row.depth = depth
+            row.depth_ts = self.clock()
+            row.depth_history.append(depth)
+        if listeners is not None and not row.final:
+            row.listeners = listeners
+
+    # --- reading ------------------------------------------------------------------------------------
     def take_dirty(self) -> set[str]:
         dirty, self.dirty = self.dirty, set()
         return dirty
 
+    def tick(self) -> None:
+        """Once a second: rows whose elapsed time, bake countdown or queue age moves."""
+        for row in self.rows.values():
+            if row.in_flight or row.depth_ts is not None:
+                self.dirty.add(row.name)
+
     def sample_fleet_depth(self) -> None:
-        self.fleet_depth.append(sum(r.depth or 0 for r in self.rows.values()))
+        self.fleet_depth.append(sum(self.fresh_depth(r) or 0 for r in self.rows.values()))
 
     def counts(self) -> dict[str, int]:
-        c = {"done": 0, "in flight": 0, "failed": 0, "pending": 0, "needs-attention": 0, "skipped": 0}
+        c = {"done": 0, "in flight": 0, "failed": 0, "pending": 0, "needs-attention": 0, "skipped": 0, "guard": 0}
         for row in self.rows.values():
-            if row.state in ("done", "failed", "pending", "needs-attention", "skipped"):
+            if row.state in c:
                 c[row.state] += 1
             else:
                 c["in flight"] += 1
+            if row.state in (GUARD_STEP,):
+                c["in flight"] += 1
         return c
 
+    def to_start(self) -> int:
+        """Appliances a start would upgrade (skipped and finished ones excluded)."""
+        return sum(1 for r in self.rows.values() if not r.final)
+
+    def state_label(self) -> str:
+        r = self.rollout
+        if r.state == RolloutState.DONE:
+            bad = sum(1 for row in self.rows.values() if row.state != State.DONE.value)
+            return "finished with failures" if bad else "done"
+        return r.state.value
+
     def in_flight(self) -> list[Row]:
-        final = {"done", "failed", "pending", "needs-attention", "skipped"}
-        return [r for r in self.rows.values() if r.state not in final]
+        return [r for r in self.rows.values() if r.in_flight]
 
     def eta(self) -> float | None:
-        """Seconds left, from the mean duration of finished appliances and the concurrency seen."""
-        finished = [r for r in self.rows.values() if r.finished and r.started and r.state == "done"]
-        started_at = self.rollout.started_at
-        if not finished or not started_at:
+        """Seconds left; None when unknown or paused (a paused rollout does not move)."""
+        r = self.rollout
+        if r.state != RolloutState.RUNNING:
             return None
-        remaining = sum(
-            1 for r in self.rows.values() if r.state not in ("done", "failed", "skipped", "needs-attention")
-        )
-        elapsed = self.clock() - started_at
-        rate = len(finished) / max(elapsed, 1e-6)
-        return remaining / rate if rate > 0 else None
+        engine_eta = getattr(r, "eta", None)
+        if callable(engine_eta):
+            value = engine_eta(self.clock())
+            return float(value) if value is not None else None
+        took = [
+            row.finished - row.started
+            for row in self.rows.values()
+            if row.state == "done" and row.finished and row.started
+        ]
+        if not took:
+            return None
+        remaining = [row for row in self.rows.values() if not row.final]
+        if not remaining:
+            return 0.0
+        groups = len({row.group for row in self.rows.values()})
+        slots = max(1, min(r.options.concurrency, r.settings.concurrency, r.options.max_unavailable * groups))
+        per = median(took)
+        waves = -(-len(remaining) // slots)
+        under_way = [self.clock() - row.started for row in remaining if row.started]
+        head = max(0.0, per - max(under_way)) if under_way else per
+        return head + (waves - 1) * per
+
+    def window_left(self) -> float | None:
+        fn = getattr(self.rollout, "window_left", None)
+        if callable(fn):
+            value = fn(self.clock())
+            return float(value) if value is not None else None
+        return None
+
+    def guard_waiting(self) -> int:
+        return sum(1 for row in self.rows.values() if row.state == GUARD_STEP)
+
+    def peers_of_out_of_service(self) -> list[Row]:
+        """In-service peers (same group) of appliances that are out of service: where their mail goes."""
+        out_groups = {row.group for row in self.rows.values() if row.in_flight or row.listeners == "suspended"}
+        return [
+            row
+            for row in self.rows.values()
+            if row.group in out_groups and not row.in_flight and row.listeners != "suspended"
+        ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import ClassVar
 
 from rich.console import Group
@@ -11,24 +10,28 @@ from rich.table import Table
 from rich.text import Text
 from textual import events
 from textual.binding import Binding, BindingType
+from textual.cache import LRUCache
 from textual.containers import Vertical
 from textual.geometry import Size
-from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
-from textual.widgets import Sparkline, Static
+from textual.widgets import RichLog, Sparkline, Static
 
 from segtui.rollout.events import RolloutState
-from segtui.tui.model import FleetModel, Row
+from segtui.textsafe import one_line
+from segtui.tui.model import BAKE_STEP, GUARD_STEP, FleetModel, Row, fmt_duration
 
-STATE_STYLE = {
-    "done": "bold green",
-    "failed": "bold red",
-    "needs-attention": "bold reverse magenta",
-    "pending": "dim",
-    "skipped": "yellow",
+# State -> component class: the themes restyle them (high-contrast too); nothing here names a colour.
+STATE_CLASS = {
+    "done": "fleet-table--done",
+    "failed": "fleet-table--failed",
+    "needs-attention": "fleet-table--attention",
+    "pending": "fleet-table--pending",
+    "skipped": "fleet-table--skipped",
+    GUARD_STEP: "fleet-table--guard",
+    BAKE_STEP: "fleet-table--guard",
 }
-IN_FLIGHT_STYLE = "bold cyan"
+IN_FLIGHT_CLASS = "fleet-table--inflight"
 COLUMNS = (
     "",
     "Name",
@@ -40,19 +43,21 @@ COLUMNS = (
     "Queue",
     "Image",
     "Progress",
-    "Elapsed",
+    "Time",
     "Last message",
 )
-SORT_KEYS = ("name", "group", "state", "version", "depth", "percent")
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None or seconds < 0:
-        return "-"
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}:{seconds % 60:02d}"
+# Which columns go first when the terminal is narrow (higher: kept longer). State and Name never go.
+COLUMN_PRIORITY = (9, 10, 7, 2, 6, 10, 8, 6, 1, 5, 4, 8)
+SORT_KEYS = ("name", "group", "state", "version", "depth", "percent", "batch")
+SORT_COLUMN = {
+    "name": "Name",
+    "group": "Group",
+    "state": "State",
+    "version": "Version",
+    "depth": "Queue",
+    "percent": "Progress",
+    "batch": "Last message",
+}
 
 
 def bar(percent: float, width: int = 10) -> str:
@@ -61,14 +66,16 @@ def bar(percent: float, width: int = 10) -> str:
 
 
 class FleetHeader(Static):
-    """Fleet, environment (production in red), target, rollout state, batch, counts, elapsed, ETA."""
+    """Fleet, environment (production in red), target, rollout state, batch, counts, elapsed, ETA, badges."""
 
-    def __init__(self, model: FleetModel, **kwargs: object) -> None:
+    def __init__(self, model: FleetModel, *, readonly: bool = False, watching: str = "", **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.model = model
+        self.readonly = readonly
+        self.watching = watching  # who holds the lock, for `segtui watch`
         self._lines = -1
 
-    def refresh_from_model(self) -> None:
+    def build(self) -> Text:
         m = self.model
         r = m.rollout
         inv = r.inventory
@@ -81,18 +88,23 @@ class FleetHeader(Static):
                 f" {env} · {inv.name} ",
                 style="bold black on green" if env == "LAB" else "bold black on yellow",
             )
-        state = r.state.value
+        if self.readonly:
+            text.append(" READ-ONLY ", style="bold black on yellow")
+        text.append(f"  target {r.target}  ")
+        label = m.state_label()
         state_style = {
             "running": "bold green",
             "paused": "bold yellow",
             "aborted": "bold red",
             "done": "bold blue",
+            "finished with failures": "bold red",
             "ready": "bold",
-        }.get(state, "")
-        text.append(f"  target {r.target}  ")
-        text.append(f"[{state}]", style=state_style)
+        }.get(label, "")
+        text.append(f"[{label}]", style=state_style)
         batch, total = m.batch
-        text.append(f"  batch {batch} of {max(total, batch)}  ")
+        if batch:
+            text.append(f"  batch {batch} of {max(total, batch)}")
+        text.append("  ")
         c = m.counts()
         for key, style in (
             ("done", "green"),
@@ -101,16 +113,37 @@ class FleetHeader(Static):
             ("pending", "dim"),
             ("needs-attention", "bold magenta"),
             ("skipped", "yellow"),
+            ("guard", "bold yellow"),
         ):
-            if key in ("skipped", "needs-attention") and not c[key]:
+            if key in ("skipped", "needs-attention", "guard") and not c[key]:
                 continue  # shown only when they happen, to keep the header on one line
-            text.append(f"{key} {c[key]}", style=style)
+            label_key = "waiting on a guard" if key == "guard" else key
+            text.append(f"{label_key} {c[key]}", style=style)
             text.append("  ")
         elapsed = m.clock() - r.started_at if r.started_at else None
-        text.append(f"elapsed {fmt_duration(elapsed)}  ETA {fmt_duration(m.eta())}")
+        text.append(f"elapsed {fmt_duration(elapsed)}  ")
+        if r.state == RolloutState.PAUSED:
+            text.append("ETA paused", style="yellow")
+        else:
+            eta = m.eta()
+            left = m.window_left()
+            late = eta is not None and left is not None and eta > left
+            text.append(f"ETA {fmt_duration(eta)}", style="bold red" if late else "")
+            if left is not None:
+                text.append(f"  window {fmt_duration(left)}", style="bold red" if late else "")
+        cap = getattr(r, "cap_note", None)
+        note = cap() if callable(cap) else None
+        if note:
+            text.append(f"\n  {one_line(str(note))}", style="yellow")
+        if self.watching:
+            text.append(f"\n  watching: {one_line(self.watching)}", style="cyan")
         if r.state == RolloutState.PAUSED and r.pause_reason:
-            text.append(f"\n  paused: {r.pause_reason}", style="yellow")
-        # The header's height changes only when the pause line comes or goes.
+            text.append(f"\n  paused: {one_line(r.pause_reason)}", style="yellow")
+        return text
+
+    def refresh_from_model(self) -> None:
+        text = self.build()
+        # The header's height changes only when a second line comes or goes.
         lines = text.plain.count("\n")
         self.update(text, layout=lines != self._lines)
         self._lines = lines
@@ -121,13 +154,37 @@ class FleetTable(ScrollView, can_focus=True):
     changed, and each row's strip is cached until its data, cursor or mark changes.
     (DataTable's update_cell throws its whole render cache away on every call.)"""
 
-    COMPONENT_CLASSES: ClassVar[set[str]] = {"fleet-table--header", "fleet-table--cursor", "fleet-table--odd"}
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "fleet-table--header",
+        "fleet-table--cursor",
+        "fleet-table--odd",
+        "fleet-table--done",
+        "fleet-table--failed",
+        "fleet-table--attention",
+        "fleet-table--pending",
+        "fleet-table--skipped",
+        "fleet-table--guard",
+        "fleet-table--inflight",
+        "fleet-table--suspended",
+        "fleet-table--stale",
+        "fleet-table--mark",
+    }
     DEFAULT_CSS = """
     FleetTable { background: $surface; }
     FleetTable > .fleet-table--header { text-style: bold; background: $panel; color: $foreground; }
     FleetTable > .fleet-table--cursor { background: $primary 50%; }
     FleetTable:focus > .fleet-table--cursor { background: $primary; }
     FleetTable > .fleet-table--odd { background: $foreground 4%; }
+    FleetTable > .fleet-table--done { color: $success; text-style: bold; }
+    FleetTable > .fleet-table--failed { color: $error; text-style: bold; }
+    FleetTable > .fleet-table--attention { color: $accent; text-style: bold reverse; }
+    FleetTable > .fleet-table--pending { color: $text-muted; }
+    FleetTable > .fleet-table--skipped { color: $warning; }
+    FleetTable > .fleet-table--guard { color: $warning; text-style: bold; }
+    FleetTable > .fleet-table--inflight { color: $secondary; text-style: bold; }
+    FleetTable > .fleet-table--suspended { color: $warning; text-style: bold; }
+    FleetTable > .fleet-table--stale { color: $text-muted; text-style: italic; }
+    FleetTable > .fleet-table--mark { color: $warning; text-style: bold; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("up", "cursor(-1)", "Up", show=False),
@@ -137,12 +194,8 @@ class FleetTable(ScrollView, can_focus=True):
         Binding("home", "jump(0)", "First", show=False),
         Binding("end", "jump(-1)", "Last", show=False),
     ]
-    WIDTHS = (1, 8, 5, 8, 21, 15, 9, 5, 7, 11, 6, 0)
-
-    class Highlighted(Message):
-        def __init__(self, name: str | None) -> None:
-            super().__init__()
-            self.name = name
+    WIDTHS = (1, 8, 6, 8, 21, 15, 9, 7, 7, 9, 6, 0)
+    MIN_MESSAGE = 18
 
     def __init__(self, model: FleetModel, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -150,11 +203,13 @@ class FleetTable(ScrollView, can_focus=True):
         self.marks: set[str] = set()
         self.filter_text = ""
         self.sort_key = "name"
+        self.sort_reverse = False
         self.shown: list[str] = []
         self._index: dict[str, int] = {}
         self.cursor_row = 0
         self._versions: dict[str, int] = {}
-        self._cache: OrderedDict[tuple[object, ...], Strip] = OrderedDict()
+        self._cache: LRUCache[tuple[object, ...], Strip] = LRUCache(4000)
+        self._styles: dict[str, Style] = {}
         self._style_generation = 0
 
     def on_mount(self) -> None:
@@ -164,15 +219,33 @@ class FleetTable(ScrollView, can_focus=True):
         super().notify_style_update()
         self._style_generation += 1  # a theme change re-renders every row
         self._cache.clear()
+        self._styles.clear()
+
+    def _style(self, component: str) -> Style:
+        style = self._styles.get(component)
+        if style is None:
+            style = self._styles[component] = self.get_component_rich_style(component, partial=True)
+        return style
 
     # --- data ----------------------------------------------------------------------------------
+    def state_filter(self) -> str | None:
+        """`/failed`-style filter: a state (or `in flight`) after a leading slash."""
+        if self.filter_text.startswith("/"):
+            return self.filter_text[1:].strip().lower()
+        return None
+
     def matches(self, row: Row) -> bool:
         if not self.filter_text:
             return True
+        state = self.state_filter()
+        if state is not None:
+            if state in ("in flight", "inflight", "running"):
+                return row.in_flight
+            return row.state == state or (state == "attention" and row.state == "needs-attention")
         needle = self.filter_text.lower()
         return any(
             needle in str(v).lower()
-            for v in (row.name, row.group, row.cluster, row.state, row.version, row.listeners, row.message)
+            for v in (row.name, row.group, row.cluster, row.state, row.version, row.listeners, self.model.outcome(row))
         )
 
     def ordered(self) -> list[str]:
@@ -181,43 +254,112 @@ class FleetTable(ScrollView, can_focus=True):
         if key == "name":
             rows.sort(key=lambda r: r.name)
         elif key == "depth":
-            rows.sort(key=lambda r: (-(r.depth or 0), r.name))
+            rows.sort(key=lambda r: (-(self.model.fresh_depth(r) or 0), r.name))
         elif key == "percent":
-            rows.sort(key=lambda r: (-r.percent, r.name))
+            rows.sort(key=lambda r: (-(self.model.progress(r) or 0), r.name))
+        elif key == "batch":
+            rows.sort(key=lambda r: (r.batch is None, r.batch or 0, r.name))
         else:
-            rows.sort(key=lambda r: (str(getattr(r, key)), r.name))
+            rows.sort(key=lambda r: (str(getattr(r, key) or ""), r.name))
+        if self.sort_reverse:
+            rows.reverse()
         return [r.name for r in rows]
 
-    def cells(self, row: Row) -> list[Text | str]:
-        target = str(self.model.rollout.target)
-        style = STATE_STYLE.get(row.state, IN_FLIGHT_STYLE)
-        version = row.version if row.version == target else f"{row.version}→{target}"
-        listeners = Text(
-            row.listeners,
-            style="bold yellow"
-            if row.listeners == "suspended"
-            else ("bold magenta" if row.listeners == "unknown" else "green"),
-        )
-        depth = "" if row.depth is None else str(row.depth)
-        end = row.finished or self.model.clock()
+    def cells(self, row: Row) -> list[Text]:
+        m = self.model
+        target = str(m.rollout.target)
+        state_style = self._style(STATE_CLASS.get(row.state, IN_FLIGHT_CLASS))
+        if row.version is None:
+            version = Text(f"?→{target}" if not row.final else "?", style=self._style("fleet-table--stale"))
+        elif row.version == target:
+            version = Text(row.version, style=self._style("fleet-table--done"))
+        else:
+            version = Text(f"{row.version}→{target}" if not row.final else row.version)
+        listeners = Text(row.listeners)
+        if row.listeners != "active":
+            listeners.stylize(self._style("fleet-table--suspended"))
+        depth = Text("")
+        if row.depth is not None:
+            age = m.depth_age(row) or 0.0
+            if age > m.stale_after():
+                depth = Text(f"{row.depth} {fmt_duration(age)}", style=self._style("fleet-table--stale"))
+            else:
+                depth = Text(f"{row.depth}" + (f" {int(age)}s" if age >= 5 else ""))
+                if row.draining:
+                    depth.stylize(self._style("fleet-table--suspended"))
+        progress = m.progress(row)
+        if progress is None:
+            progress_text = Text("-", style=self._style("fleet-table--pending"))
+        else:
+            progress_text = Text(f"{bar(progress, 4)} {int(progress):>3}%")
+            if row.final and row.state != "done":
+                progress_text.stylize(state_style)
+        end = row.finished or m.clock()
         elapsed = fmt_duration(end - row.started) if row.started else "-"
+        state_text = row.state
+        if row.state == BAKE_STEP and row.bake_until is not None:
+            state_text = f"baking {fmt_duration(row.bake_until - m.clock())}"
+        image_style = (
+            "fleet-table--done"
+            if row.image == "staged"
+            else ("fleet-table--skipped" if row.image != "-" else "fleet-table--pending")
+        )
         return [
-            Text("●", style="bold yellow") if row.name in self.marks else "",
+            Text("●", style=self._style("fleet-table--mark")) if row.name in self.marks else Text(""),
             Text(row.name, style="bold"),
-            row.group,
-            row.cluster,
-            Text(version, style="green" if row.version == target else ""),
-            Text(row.state, style=style),
+            Text(row.group),
+            Text(row.cluster),
+            version,
+            Text(state_text, style=state_style),
             listeners,
-            Text(depth, style="bold yellow" if row.draining else ""),
-            Text(row.image, style="green" if row.image == "staged" else ("yellow" if row.image != "-" else "dim")),
-            f"{bar(row.percent, 6)} {int(row.percent):>3}%",
-            elapsed,
-            row.message,
+            depth,
+            Text(row.image, style=self._style(image_style)),
+            progress_text,
+            Text(elapsed),
+            Text(one_line(m.outcome(row))),
         ]
 
-    def cell_text(self, name: str, column: str) -> str:
-        return str(self.cells(self.model.rows[name])[COLUMNS.index(column)])
+    def visible_columns(self, width: int) -> list[int]:
+        """Column indexes that fit in `width`, dropping the lowest priority first; State always stays."""
+        keep = list(range(len(COLUMNS)))
+
+        def need(cols: list[int]) -> int:
+            return sum(self.WIDTHS[c] + 1 for c in cols if self.WIDTHS[c]) + self.MIN_MESSAGE
+
+        while need(keep) > width:
+            droppable = [c for c in keep if COLUMNS[c] not in ("State", "Name", "Last message")]
+            if not droppable:
+                break
+            keep.remove(min(droppable, key=lambda c: COLUMN_PRIORITY[c]))
+        return keep
+
+    def header_cells(self) -> list[Text]:
+        arrow = "▼" if self.sort_reverse else "▲"
+        wanted = SORT_COLUMN.get(self.sort_key, "")
+        out = []
+        for col in COLUMNS:
+            label = f"{col}{arrow}" if col == wanted and col != "Last message" else col
+            if col == "Last message" and self.sort_key == "batch":
+                label = f"Last message (batch{arrow})"
+            out.append(Text(label))
+        return out
+
+    def drawn_line(self, name: str) -> str:
+        """The plain text of an appliance's line as it is on screen now (from the strip cache)."""
+        idx = self._index[name]
+        return self.render_line(idx - int(self.scroll_offset.y) + 1).text
+
+    def drawn_cells(self, name: str) -> dict[str, str]:
+        """The appliance's line as drawn now, cut at the column bounds: what the operator reads."""
+        line = self.drawn_line(name)
+        out: dict[str, str] = {}
+        pos = 0
+        width = self.size.width
+        for col in self.visible_columns(width):
+            w = self.WIDTHS[col] or max(0, width - pos - 1)
+            out[COLUMNS[col]] = line[pos + 1 : pos + 1 + w].strip()
+            pos += w + 1
+        return out
 
     @property
     def row_count(self) -> int:
@@ -237,7 +379,14 @@ class FleetTable(ScrollView, can_focus=True):
         self.refresh()
 
     def repaint(self, dirty: set[str]) -> None:
-        """Invalidate the changed rows; only those on screen are redrawn."""
+        """Invalidate the changed rows; only those on screen are redrawn. A state change may move a row out of
+        (or into) a state filter or a sort: then the order is rebuilt."""
+        if dirty and (self.state_filter() is not None or self.sort_key != "name" or self.filter_text):
+            if self.ordered() != self.shown:
+                for name in dirty:
+                    self._versions[name] = self._versions.get(name, 0) + 1
+                self.rebuild()
+                return
         top = int(self.scroll_offset.y)
         bottom = top + self.size.height
         for name in dirty:
@@ -268,7 +417,6 @@ class FleetTable(ScrollView, can_focus=True):
             self.refresh_line(old + 1)
             self.refresh_line(self.cursor_row + 1)
             self._scroll_to_cursor()
-            self.post_message(self.Highlighted(self.selected_name()))
 
     def _scroll_to_cursor(self) -> None:
         visible = max(1, self.size.height - 1)  # the first line is the header
@@ -296,15 +444,15 @@ class FleetTable(ScrollView, can_focus=True):
         self.refresh()
 
     # --- drawing -------------------------------------------------------------------------------
-    def _line(self, cells: list[Text | str], width: int) -> Text:
+    def _line(self, cells: list[Text], width: int) -> Text:
         line = Text(no_wrap=True, overflow="ellipsis")
         used = 0
-        for value, col_width in zip(cells, self.WIDTHS, strict=True):
-            text = value if isinstance(value, Text) else Text(value)
+        for col in self.visible_columns(width):
+            col_width = self.WIDTHS[col]
             w = col_width or max(0, width - used - 1)
             if w <= 0:
                 break
-            piece = text.copy()
+            piece = cells[col].copy()
             piece.truncate(w, overflow="ellipsis", pad=True)
             line.append(" ")
             line.append_text(piece)
@@ -319,11 +467,11 @@ class FleetTable(ScrollView, can_focus=True):
         width = self.size.width
         base = self.rich_style
         if y == 0:
-            key: tuple[object, ...] = ("header", width, self._style_generation)
+            key: tuple[object, ...] = ("header", width, self._style_generation, self.sort_key, self.sort_reverse)
             strip = self._cache.get(key)
             if strip is None:
                 header = self.get_component_rich_style("fleet-table--header")
-                strip = self._strip(self._line(list(COLUMNS), width), width, base + header)
+                strip = self._strip(self._line(self.header_cells(), width), width, base + header)
                 self._cache[key] = strip
             return strip
         idx = int(self.scroll_offset.y) + y - 1
@@ -341,15 +489,12 @@ class FleetTable(ScrollView, can_focus=True):
                 style = style + self.get_component_rich_style("fleet-table--cursor")
             strip = self._strip(self._line(self.cells(self.model.rows[name]), width), width, style)
             self._cache[key] = strip
-            if len(self._cache) > 4000:
-                self._cache.popitem(last=False)
-        else:
-            self._cache.move_to_end(key)
         return strip
 
 
 class WorkQueuePanel(Vertical):
-    """Work-queue depth over time: the selected appliance and the fleet; draining ones highlighted."""
+    """Work-queue depth over time: the selected appliance, the fleet, draining ones, and the in-service peers of
+    the appliances out of service (where their mail goes)."""
 
     def __init__(self, model: FleetModel, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -369,19 +514,34 @@ class WorkQueuePanel(Vertical):
         name = self.selected
         row = m.rows.get(name) if name else None
         history = list(row.depth_history) if row else []
-        self.query_one("#wq-selected-label", Static).update(
-            f"{name or '-'}: {row.depth if row and row.depth is not None else '-'} messages", layout=False
-        )
+        label = Text(f"{name or '-'}: ")
+        if row is None or row.depth is None:
+            label.append("-", style="dim")
+        else:
+            age = m.depth_age(row) or 0.0
+            stale = age > m.stale_after()
+            label.append(f"{row.depth} messages", style="dim italic" if stale else "")
+            label.append(f" ({fmt_duration(age)} ago{', stale' if stale else ''})", style="dim")
+        self.query_one("#wq-selected-label", Static).update(label, layout=False)
         self.query_one("#wq-selected", Sparkline).data = history
         fleet = list(m.fleet_depth)
-        self.query_one("#wq-fleet-label", Static).update(f"fleet: {fleet[-1] if fleet else 0} messages", layout=False)
+        polled = [r for r in m.rows.values() if m.fresh_depth(r) is not None]
+        fleet_label = Text(f"fleet: {fleet[-1] if fleet else 0} messages")
+        fleet_label.append(f" ({len(polled)} polled)", style="dim")
+        self.query_one("#wq-fleet-label", Static).update(fleet_label, layout=False)
         self.query_one("#wq-fleet", Sparkline).data = fleet
-        draining = [r for r in m.rows.values() if r.draining]
+        draining = [r for r in m.rows.values() if r.draining and m.fresh_depth(r) is not None]
         text = Text("draining: ", style="bold")
         if not draining:
             text.append("none", style="dim")
-        for r in draining[:12]:
+        for r in draining[:8]:
             text.append(f"{r.name} {r.depth} ", style="bold yellow")
+        peers = m.peers_of_out_of_service()
+        if peers:
+            text.append("\npeers: ", style="bold")
+            for r in peers[:8]:
+                depth = m.fresh_depth(r)
+                text.append(f"{r.name} {'-' if depth is None else depth} ")
         self.query_one("#wq-draining", Static).update(text, layout=False)
 
 
@@ -397,7 +557,7 @@ class UpgradeProgressPanel(Static):
         m = self.model
         rows = sorted(m.in_flight(), key=lambda r: r.name)
         members = m.batch_members
-        finished = sum(1 for n in members if m.rows[n].state in ("done", "failed", "skipped", "needs-attention"))
+        finished = sum(1 for n in members if m.rows[n].final)
         head = Text(f"batch {m.batch[0]}: {finished}/{len(members)} finished  ", style="bold")
         head.append(bar(100 * finished / len(members) if members else 0, 20))
         table = Table.grid(padding=(0, 1))
@@ -406,7 +566,8 @@ class UpgradeProgressPanel(Static):
         table.add_column()
         table.add_column(width=4, justify="right")
         for r in rows[:14]:
-            table.add_row(r.name, r.phase or r.state, Text(bar(r.percent, 16), style="cyan"), f"{int(r.percent)}%")
+            pct = m.progress(r) or 0.0
+            table.add_row(Text(r.name), Text(r.phase or r.state), Text(bar(pct, 16), style="cyan"), f"{int(pct)}%")
         if len(rows) > 14:
             table.add_row("", f"+{len(rows) - 14} more", "", "")
         if not rows:
@@ -433,14 +594,109 @@ class RebootPanel(Static):
         for name, st in sorted(m.reboots.items()):
             left = st.deadline - now
             table.add_row(
-                name,
+                Text(name),
                 fmt_duration(now - st.since),
                 Text(st.stage.upper(), style="bold cyan"),
                 str(st.attempts),
                 Text(fmt_duration(left), style="red" if left < 60 else ""),
-                Text((st.error or "")[:40], style="dim"),
+                Text(one_line(st.error or "", 40), style="dim"),
             )
         if not m.reboots:
             self.update(Group(table, Text("no appliance rebooting", style="dim")), layout=False)
             return
         self.update(table, layout=False)
+
+
+class EventLogPanel(RichLog):
+    """Every state change, failure, pause and operator action, with its time; filtered like the table."""
+
+    def __init__(self, model: FleetModel, **kwargs: object) -> None:
+        super().__init__(markup=False, highlight=False, wrap=False, max_lines=4000, **kwargs)  # type: ignore[arg-type]
+        self.model = model
+        self.border_title = "Event log (l)"
+        self._written = 0
+        self._needle = ""
+
+    def refresh_from_model(self, needle: str = "") -> None:
+        m = self.model
+        needle = needle.lower().lstrip("/")
+        if needle != self._needle:
+            self._needle = needle
+            self.clear()
+            self._written = max(0, m.log_version - len(m.log))
+        new = m.log_version - self._written
+        if new <= 0:
+            return
+        entries = list(m.log)[-min(new, len(m.log)) :]
+        for entry in entries:
+            line = entry.line()
+            if needle and needle not in line.lower():
+                continue
+            style = {"error": "bold red", "warning": "yellow"}.get(entry.level, "")
+            self.write(Text(line, style=style))
+        self._written = m.log_version
+        if needle:
+            self.border_subtitle = f"filter {needle!r}"
+        else:
+            self.border_subtitle = ""
+
+
+class BatchPanel(Static):
+    """Which appliance is in which batch, the current batch, a summary line per finished batch, and the plan."""
+
+    def __init__(self, model: FleetModel, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.model = model
+        self.border_title = "Batches (b)"
+
+    def build(self) -> Text:
+        m = self.model
+        text = Text()
+        current = m.batch[0]
+        for b in m.batches:
+            mark = "▶ " if b.index == current and b.finished is None else "  "
+            text.append(mark, style="bold cyan")
+            if b.finished is not None:
+                text.append(m.batch_summary(b), style="red" if b.failures else "green")
+            else:
+                text.append(f"batch {b.index}: under way", style="bold cyan")
+            text.append(": ")
+            for n in b.members:
+                row = m.rows.get(n)
+                style = self.state_style(row.state if row else "pending")
+                text.append(n, style=style)
+                text.append(" ")
+            text.append("\n")
+        planned = self.planned()
+        for i, names in enumerate(planned, start=(m.batches[-1].index if m.batches else current) + 1):
+            text.append(f"  batch {i} (planned): ", style="dim")
+            text.append(" ".join(names) + "\n", style="dim")
+        if not text:
+            text.append("no batch yet", style="dim")
+        return text
+
+    @staticmethod
+    def state_style(state: str) -> str:
+        return {
+            "done": "green",
+            "failed": "bold red",
+            "needs-attention": "bold magenta",
+            "skipped": "yellow",
+            "pending": "dim",
+        }.get(state, "bold cyan")
+
+    def planned(self) -> list[list[str]]:
+        r = self.model.rollout
+        queue = [n for n in getattr(r, "_queue", []) if not self.model.rows[n].final]
+        sizes = list(getattr(r, "_sizes", []) or [len(queue) or 1])
+        out: list[list[str]] = []
+        idx = len(self.model.batches)
+        while queue:
+            size = max(1, sizes[min(idx, len(sizes) - 1)])
+            out.append(queue[:size])
+            queue = queue[size:]
+            idx += 1
+        return out
+
+    def refresh_from_model(self) -> None:
+        self.update(self.build(), layout=False)

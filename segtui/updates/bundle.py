@@ -7,7 +7,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from segtui.updates.manifest import ManifestError, parse_manifest
+from segtui.updates.manifest import ManifestError, read_manifest
 
 
 class BundleError(Exception):
@@ -63,11 +63,10 @@ def unpack(archive: Path, root: Path) -> UnpackResult:
         if path.suffix == ".xml" and path.parent.name == "asyncos":
             result.manifests.append(path)
             try:
-                manifest = parse_manifest(str(path), path.read_bytes())
+                reading = read_manifest(str(path), path.read_bytes())
             except ManifestError as exc:
                 raise BundleError(str(exc)) from None
-            for release in manifest.releases:
-                if release.image and not release.image.startswith(("http://", "https://")):
-                    if not (root / release.image.lstrip("/")).is_file():
-                        result.missing_images.append(release.image)
+            for image in reading.images:
+                if "://" not in image and not (root / image.removeprefix("./").lstrip("/")).is_file():
+                    result.missing_images.append(image)
     return result

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import httpx
 
+from segtui.asyncos.parsers import VersionInfo
 from segtui.asyncos.versions import Version
-from segtui.updates.manifest import Manifest, ManifestError, fetch_manifest, manifest_url
+from segtui.updates.manifest import MAX_HOPS, Finding, PathReport, shown_url, transfer_problem, walk_paths
+
+IMAGE_DEADLINE = 15.0  # per image, HEAD and ranged GET together, whatever the server does
 
 
 @dataclass
@@ -22,79 +27,126 @@ class BaseRelease:
     def tag(self) -> str:
         return self.version.tag()
 
+    @property
+    def count(self) -> int:
+        return len(self.serials) + len(self.virtual)
+
+
+def group_by_base(infos: Mapping[str, VersionInfo], target: Version) -> list[BaseRelease]:
+    """One fetch_manifest request per distinct version below the target, oldest first."""
+    bases: dict[Version, BaseRelease] = {}
+    for name, info in sorted(infos.items()):
+        if info.version >= target:
+            continue
+        base = bases.setdefault(info.version, BaseRelease(info.version))
+        if info.vln:
+            base.virtual.append((name, info.vln, info.model or "?"))
+        else:
+            base.serials.append((name, info.serial or "?"))
+    return [bases[v] for v in sorted(bases)]
+
 
 @dataclass
 class Missing:
+    """Something the update server certainly lacks."""
+
     what: str
     url: str
     problem: str
 
 
-def _image_url(server: str, image: str) -> str:
-    if image.startswith(("http://", "https://")):
+@dataclass
+class ServerCheck:
+    """What `prepare` found on the update server for every base release."""
+
+    reports: dict[Version, PathReport]
+    missing: list[Missing] = field(default_factory=list)
+    images_ok: list[tuple[Version | None, str]] = field(default_factory=list)  # (version, url) that answered
+    notes: list[str] = field(default_factory=list)  # warnings: check by hand
+
+    @property
+    def ready(self) -> bool:
+        return not self.missing
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for r in self.reports.values() for f in r.warnings]
+
+
+def image_url(server: str, image: str) -> str:
+    """Absolute URLs as they are; paths relative to the update server's root (where AsyncOS fetches images)."""
+    if "://" in image:
         return image
-    return f"{server.rstrip('/')}/{image.lstrip('/')}"
+    return f"{server.rstrip('/')}/{image.removeprefix('./').lstrip('/')}"
 
 
-async def _reachable(client: httpx.AsyncClient, url: str) -> str | None:
-    """None when the URL answers a one-byte range request (or a HEAD) with success."""
+async def _answers(client: httpx.AsyncClient, url: str, timeout: float) -> str | None:
     try:
-        resp = await client.get(url, headers={"Range": "bytes=0-0"}, timeout=15)
-    except httpx.HTTPError as exc:
-        return f"unreachable: {exc}"
-    if resp.status_code in (200, 206):
-        return None
-    return f"HTTP {resp.status_code}"
+        head = await client.head(url, timeout=timeout)
+        if head.status_code == 200:
+            return None
+        if head.status_code in (404, 410):
+            return f"HTTP {head.status_code}"
+        # Some servers refuse HEAD: ask for one byte, read only the status line and headers, never the body
+        # (a server that ignores Range would otherwise send the whole image).
+        async with client.stream("GET", url, headers={"Range": "bytes=0-0"}, timeout=timeout) as resp:
+            return None if resp.status_code in (200, 206) else f"HTTP {resp.status_code}"
+    except httpx.TimeoutException:
+        return f"timed out after {timeout:g} s"
+    except Exception as exc:  # whatever the URL or the network does (httpx, anyio, the socket layer)
+        return f"unreachable: {transfer_problem(exc)}"
+
+
+async def check_image(client: httpx.AsyncClient, url: str, deadline: float = IMAGE_DEADLINE) -> str | None:
+    """None when the image answers (HEAD, else a one-byte ranged GET); else why not. Bounded in time and bytes."""
+    try:
+        async with asyncio.timeout(deadline):
+            return await _answers(client, url, deadline)
+    except TimeoutError:
+        return f"timed out after {deadline:g} s"
 
 
 async def check_server(
-    client: httpx.AsyncClient, server: str, bases: list[Version], target: Version, max_hops: int = 4
-) -> tuple[list[Missing], dict[Version, list[Version]]]:
-    """Every needed manifest present, well-formed, leading to the target; every image it names reachable."""
-    missing: list[Missing] = []
-    paths: dict[Version, list[Version]] = {}
-    manifests: dict[Version, Manifest | None] = {}
+    client: httpx.AsyncClient,
+    server: str,
+    bases: Iterable[Version],
+    target: Version,
+    *,
+    max_hops: int = MAX_HOPS,
+    image_deadline: float = IMAGE_DEADLINE,
+) -> ServerCheck:
+    """Every needed manifest present and safe; every image reference found for a step of the way answers.
 
-    async def manifest_for(base: Version) -> Manifest | None:
-        if base not in manifests:
-            url = manifest_url(server, base)
-            try:
-                manifests[base] = await fetch_manifest(client, url)
-            except ManifestError as exc:
-                manifests[base] = None
-                missing.append(Missing(f"manifest {base.tag()}.xml", url, str(exc).split(": ", 1)[-1]))
-        return manifests[base]
-
-    checked_images: set[str] = set()
-    for base in sorted(set(bases)):
-        if base >= target:
+    Uses the same hop walk as the pre-flight, so `check` and `prepare` cannot disagree about the way.
+    """
+    result = ServerCheck(await walk_paths(client, server, bases, target, max_hops=max_hops))
+    checked: set[str] = set()
+    for base, report in result.reports.items():
+        if report.refused:
+            url = report.findings[-1].url if report.findings else shown_url(server)
+            result.missing.append(Missing(f"manifest for {base}", url, report.refused.split(": ", 1)[-1]))
             continue
-        current, path = base, []
-        for _ in range(max_hops):
-            manifest = await manifest_for(current)
-            if manifest is None:
-                break
-            release = manifest.next_release(current, target)
-            if release is None:
-                missing.append(
-                    Missing(
-                        f"path {base} -> {target}",
-                        manifest.url,
-                        f"offers {', '.join(str(v) for v in manifest.offers()) or 'nothing'}",
-                    )
-                )
-                break
-            nxt = release.version
-            if release.image:
-                url = _image_url(server, release.image)
-                if url not in checked_images:
-                    checked_images.add(url)
-                    problem = await _reachable(client, url)
-                    if problem:
-                        missing.append(Missing(f"image {nxt}", url, problem))
-            path.append(nxt)
-            if nxt == target:
-                paths[base] = path
-                break
-            current = nxt
-    return missing, paths
+        path = report.path or []
+        for i, reading in enumerate(report.readings):
+            # Reading i leads to step i of the path; past a known path (or with none), check all it names.
+            step = path[i] if i < len(path) else None
+            refs = reading.images_for(step) if step is not None else reading.images
+            shown = shown_url(reading.url)
+            if not refs:
+                what = f" for {step}" if step is not None and reading.images else ""
+                note = f"no image reference{what} recognised in {shown}: check by hand"
+                if note not in result.notes:
+                    result.notes.append(note)
+                continue
+            for ref in refs:
+                url = image_url(server, ref)
+                if url in checked:
+                    continue
+                checked.add(url)
+                problem = await check_image(client, url, image_deadline)
+                if problem:
+                    label = f"image {step}" if step is not None else "image"
+                    result.missing.append(Missing(label, shown_url(url), problem))
+                else:
+                    result.images_ok.append((step, shown_url(url)))
+    return result

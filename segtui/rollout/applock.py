@@ -1,0 +1,60 @@
+"""Machine-wide per-appliance locks: any second segtui on this machine leaves an appliance alone while one works on it.
+
+Keyed by the appliance's address (host and port), in `settings.locks.dir` or the user's state directory
+(`$XDG_STATE_HOME/segtui/locks`, else `~/.local/state/segtui/locks`). flock-based: a killed process holds nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+from segtui.rollout.journal import ensure_state_dir
+from segtui.rollout.lock import FileLock, holder_text
+from segtui.settings import Settings
+
+
+def lock_dir(settings: Settings) -> Path:
+    if settings.locks.dir is not None:
+        return settings.locks.dir
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "segtui" / "locks"
+
+
+def lock_key(host: str, port: int) -> str:
+    """A file name for the address: readable, and unique even for hosts that differ only in odd characters."""
+    address = f"{host.lower()}:{port}"
+    readable = re.sub(r"[^a-z0-9.-]+", "_", host.lower())[:60]
+    return f"{readable}_{port}-{hashlib.sha256(address.encode()).hexdigest()[:12]}.lock"
+
+
+class ApplianceLocks:
+    """Takes and gives back the lock of each appliance a procedure works on."""
+
+    def __init__(self, settings: Settings, description: str) -> None:
+        self.dir = lock_dir(settings)
+        self.description = description  # e.g. the inventory and rollout, written into the lock for the holder's name
+        self._held: dict[str, FileLock] = {}
+
+    def acquire(self, name: str, host: str, port: int) -> str | None:
+        """None when this process now holds it; else a one-line reason naming the other holder."""
+        if name in self._held:
+            return None
+        ensure_state_dir(self.dir)
+        lock = FileLock(self.dir / lock_key(host, port), {"appliance": f"{host}:{port}", "rollout": self.description})
+        holder = lock.try_acquire()
+        if holder is not None:
+            return f"another segtui ({holder_text(holder)}) is working on it: nothing done"
+        self._held[name] = lock
+        return None
+
+    def release(self, name: str) -> None:
+        lock = self._held.pop(name, None)
+        if lock is not None:
+            lock.release()
+
+    def release_all(self) -> None:
+        for name in list(self._held):
+            self.release(name)

@@ -1,0 +1,120 @@
+"""Text for `check`, `plan` and `prepare`: each returns its lines; the CLI only prints them."""
+
+from __future__ import annotations
+
+from segtui.asyncos.versions import Version
+from segtui.rollout.context import RolloutContext
+from segtui.rollout.engine import RolloutOptions
+from segtui.rollout.preflight import ApplianceCheck, PreflightResult, PrepareResult, plan_commands
+from segtui.textsafe import one_line, redact_url
+
+APPLIANCES_DECIDE = "path decided by the appliance's list"
+
+
+def _path_text(check: ApplianceCheck, target: Version) -> str:
+    if check.version is None:
+        return ""
+    if check.version == target:
+        return "at target"
+    if check.version > target:
+        return ""
+    if not check.path_known:
+        return APPLIANCES_DECIDE
+    return " -> ".join(str(v) for v in check.path)
+
+
+def render_preflight(result: PreflightResult, target: Version) -> list[str]:
+    """`segtui check`: one line per appliance, one per manifest finding, then the verdict."""
+    lines: list[str] = []
+    for a in result.appliances:
+        status = "ok  " if a.ok else "BAD "
+        problem = f"  {one_line(a.problem)}" if a.problem else ""
+        lines.append(f"{status}{a.name:<14} {a.version or '?'!s:<12} {_path_text(a, target)}{problem}")
+    for _base, report in sorted(result.paths.items()):
+        for f in report.findings:
+            mark = {"ok": "ok  ", "warning": "WARN", "refused": "BAD "}[f.level]
+            lines.append(f"{mark}manifest {f.url}: {one_line(f.text)}")
+    if result.ok:
+        warned = sum(1 for r in result.paths.values() for _ in r.warnings)
+        lines.append(f"pre-flight passed{f' with {warned} warning(s)' if warned else ''}")
+    else:
+        lines.append("pre-flight refused: nothing was changed")
+    return lines
+
+
+def render_refusal(result: PreflightResult) -> list[str]:
+    """`segtui run` when the pre-flight refuses: one line per certain problem (for stderr)."""
+    return [f"pre-flight: {one_line(p)}" for p in result.problems()] + ["pre-flight refused: nothing was changed"]
+
+
+def render_plan(
+    ctx: RolloutContext,
+    options: RolloutOptions,
+    batches: list[list[str]],
+    checks: dict[str, ApplianceCheck] | None = None,
+) -> list[str]:
+    """`segtui plan`: the batches, and per appliance its path (with hops) and the exact CLI commands."""
+    inventory, target = ctx.inventory, ctx.target
+    checks = checks or {}
+    lines = [
+        f"plan: {inventory.name} ({inventory.environment}) to {target}, {len(batches)} batches, "
+        f"max {options.max_unavailable} unavailable per group, failure budget {options.max_fail}"
+    ]
+    for i, names in enumerate(batches, start=1):
+        lines += ["", f"batch {i}: {', '.join(names)}"]
+        for name in names:
+            spec = inventory.by_name(name)
+            check = checks.get(name)
+            current = check.version if check else None
+            if check is None:
+                way = f"{current or '?'} -> {target}"
+            elif check.problem:
+                way = f"{current or '?'}: {one_line(check.problem)}"
+            elif current is not None and current < target and not check.path_known:
+                way = f"{current} -> {target} ({APPLIANCES_DECIDE})"
+            else:
+                way = " -> ".join(str(v) for v in [current or "?", *check.path]) if check.path else f"{current}"
+            cluster = f", cluster {spec.cluster}" if spec.cluster else ""
+            lines.append(f"  {name} ({spec.host}:{spec.port}, group {spec.group}{cluster}) {way}")
+            for warning in check.warnings if check else []:
+                lines.append(f"    warning: {one_line(warning)}")
+            path = check.path if check and check.path_known and check.path else None
+            lines += [f"    {cmd}" for cmd in plan_commands(ctx, spec, current, path)]
+    return lines
+
+
+def render_prepare(result: PrepareResult, fleet: str, update_server: str, target: Version) -> list[str]:
+    """`segtui prepare`: what to enter in fetch_manifest per base release, then what the update server lacks."""
+    server = redact_url(update_server)
+    lines = [f"fetch_manifest requests for {fleet}, target {target}:"]
+    for base in result.bases:
+        lines += ["", f"Base release tag: {base.tag}  ({base.count} appliance{'s' if base.count != 1 else ''})"]
+        if base.serials:
+            lines.append(f"  physical appliances - Serial number(s): {', '.join(one_line(s) for _, s in base.serials)}")
+            lines.append(f"    ({', '.join(n for n, _ in base.serials)})")
+        for name, vln, model in base.virtual:
+            lines.append(
+                f"  virtual appliance {name} - Virtual license number (VLN): {one_line(vln)}  Model: {one_line(model)}"
+            )
+        lines.append(f"  then the update server must hold: asyncos/{base.tag}.xml and the images it names")
+    check = result.server
+    lines += ["", f"update server {server}:"]
+    for version, report in sorted(check.reports.items()):
+        if report.refused:
+            continue
+        way = " -> ".join(str(v) for v in report.path) if report.path is not None else APPLIANCES_DECIDE
+        lines.append(f"  ok   {version.tag()}.xml -> {way}")
+        lines += [f"  WARN {f.url}: {one_line(f.text)}" for f in report.warnings]
+    for step, url in check.images_ok:
+        lines.append(f"  ok   image {f'{step} ' if step else ''}{url}")
+    lines += [f"  WARN {one_line(note)}" for note in check.notes]
+    if check.missing:
+        lines += ["", "missing:", f"  {'what':<36} {'url':<60} problem"]
+        lines += [f"  {m.what:<36} {m.url:<60} {one_line(m.problem)}" for m in check.missing]
+    lines += [f"  unreachable appliance {one_line(line)}" for line in result.unreachable]
+    if result.ready:
+        warned = len(check.notes) + len(check.warnings)
+        lines += ["", "ready: nothing is missing" + (f" ({warned} warning(s): check those by hand)" if warned else "")]
+    else:
+        lines += ["", "not ready: fetch and unpack what is missing"]
+    return lines

@@ -1,0 +1,54 @@
+"""The maintenance window: `--until` parsed (HH:MM local, ISO date-time, +2h/+90m/+45s) into an epoch end."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime, timedelta
+
+from segtui.errors import InputError
+
+_RELATIVE = re.compile(r"\+(?:(\d{1,4})h)?(?:(\d{1,5})m)?(?:(\d{1,7})s)?")
+_CLOCK = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)")
+
+
+def parse_until(text: str, now: float | None = None, source: str = "--until") -> float:
+    """The window's end as epoch seconds; `HH:MM` already past today means tomorrow (a window crossing midnight)."""
+    now = time.time() if now is None else now
+    item = text.strip()
+    rel = _RELATIVE.fullmatch(item)
+    if rel and any(rel.groups()):
+        h, m, s = (int(g) if g else 0 for g in rel.groups())
+        seconds = h * 3600 + m * 60 + s
+        if seconds <= 0:
+            raise InputError([f"{source}: {item!r} ends the window now; give a time in the future"])
+        return now + seconds
+    clock = _CLOCK.fullmatch(item)
+    if clock:
+        base = datetime.fromtimestamp(now).astimezone()
+        end = base.replace(hour=int(clock.group(1)), minute=int(clock.group(2)), second=0, microsecond=0)
+        if end.timestamp() <= now:
+            end = (base + timedelta(days=1)).replace(
+                hour=int(clock.group(1)), minute=int(clock.group(2)), second=0, microsecond=0
+            )
+        return end.timestamp()
+    try:
+        when = datetime.fromisoformat(item)
+    except ValueError:
+        raise InputError(
+            [f"{source}: {item!r} is not a time (HH:MM, an ISO date-time like 2026-03-01T05:00, or +2h / +90m / +45s)"]
+        ) from None
+    if when.tzinfo is None:
+        when = when.astimezone()  # local time
+    stamp = when.timestamp()
+    if stamp <= now:
+        raise InputError([f"{source}: {item!r} is in the past"])
+    return stamp
+
+
+def clock_text(epoch: float) -> str:
+    """`05:00`, or `Mar 02 05:00` when the end is not today."""
+    when = time.localtime(epoch)
+    if time.strftime("%Y-%m-%d", when) == time.strftime("%Y-%m-%d"):
+        return time.strftime("%H:%M", when)
+    return time.strftime("%b %d %H:%M", when)

@@ -1,0 +1,233 @@
+"""Mail-flow guards: the capacity guard before an appliance goes out of service, the bake after it is back.
+
+The verdict rules are checked on samples; the guard and the bake themselves over real SSH against the simulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from segtui.asyncos.parsers import StatusDetail
+from segtui.rollout.events import (
+    BakeFinished,
+    GuardTimedOut,
+    GuardWaiting,
+    State,
+    Step,
+    StepStarted,
+)
+from segtui.rollout.guards import BakeSample, judge, peer_problem
+from segtui.settings import GuardSettings
+from segtui.sim.fleet import SimFleet
+from tests.conftest import start_fleet
+from tests.procedure_helpers import Harness, wait_for
+
+MAX = 1000
+
+
+def s(queue: int, received: int | None = None, completed: int | None = None, status: str = "Online") -> BakeSample:
+    return BakeSample(t=0.0, status=status, queue=queue, received=received, completed=completed)
+
+
+# --- verdicts ------------------------------------------------------------------------------------------------
+
+
+def test_bake_passes_when_mail_moves() -> None:
+    samples = [s(120, 1000, 900), s(130, 1100, 1010), s(110, 1200, 1105)]
+    assert judge(samples, MAX, final=False) is None
+    verdict = judge(samples, MAX, final=True)
+    assert verdict is not None and verdict[0] == "passed"
+
+
+def test_bake_without_traffic_says_so() -> None:
+    verdict = judge([s(0, 500, 500), s(0, 500, 500)], MAX, final=True)
+    assert verdict is not None and verdict[0] == "no-traffic" and "no traffic to judge" in verdict[1]
+
+
+def test_bake_fails_when_counters_stand_still_while_mail_arrives() -> None:
+    verdict = judge([s(10, 1000, 900), s(40, 1300, 900)], MAX, final=True)
+    assert verdict is not None and verdict[0] == "failed"
+    # the evidence: first and last samples
+    assert "first: Online, queue 10" in verdict[1] and "last: Online, queue 40" in verdict[1]
+
+
+def test_bake_fails_at_once_when_the_queue_keeps_growing_past_the_threshold() -> None:
+    samples = [s(900), s(1100), s(1400), s(1800)]
+    verdict = judge(samples, MAX, final=False)
+    assert verdict is not None and verdict[0] == "failed" and "keeps growing" in verdict[1]
+    # a queue that hovers at a level above the threshold is not growing
+    assert judge([s(1372), s(1384), s(1361), s(1379)], MAX, final=False) is None
+
+
+def test_bake_fails_when_the_system_leaves_online() -> None:
+    verdict = judge([s(10), s(10, status="Receiving Suspended")], MAX, final=False)
+    assert verdict is not None and verdict[0] == "failed" and "Receiving Suspended" in verdict[1]
+
+
+def test_peer_problems_name_the_peer_and_the_numbers() -> None:
+    assert peer_problem("gw7", StatusDetail("Online", 12340), 5000) == "gw7 work queue 12,340 > 5,000"
+    assert peer_problem("gw7", StatusDetail("Resource Conservation", 3), 5000) is not None
+    assert peer_problem("gw7", StatusDetail("Online", 4999), 5000) is None
+
+
+# --- over SSH --------------------------------------------------------------------------------------------------
+
+
+def peers_of(h: Harness) -> None:
+    """Every other appliance of the group is in service (what the engine knows)."""
+    specs = h.rollout.specs
+
+    def peers(name: str) -> list:  # type: ignore[type-arg]
+        return [p for n, p in specs.items() if n != name and p.group == specs[name].group]
+
+    h.ctx.in_service_peers = peers
+
+
+async def _fleet(tmp_path: Path) -> SimFleet:
+    # esa01 and esa03 are in dc1, esa02 in dc2.
+    fleet = await start_fleet(tmp_path, 3, clusters=False)
+    for node in fleet.nodes.values():
+        node.appliance.version = (15, 5, 1, 55)
+        node.appliance.base_depth = node.appliance.depth = 200
+    return fleet
+
+
+def overload(fleet: SimFleet, name: str, depth: float) -> None:
+    a = fleet.nodes[name].appliance
+    a.base_depth = a.depth = depth
+
+
+async def test_guard_waits_on_a_backed_up_peer_and_proceeds_when_it_drains(tmp_path: Path) -> None:
+    fleet = await _fleet(tmp_path)
+    try:
+        h = Harness(fleet, tmp_path, guards=GuardSettings(wait=120, bake=0))
+        peers_of(h)
+        overload(fleet, "esa03", 12340)
+        task = asyncio.create_task(h.procedure("esa01").run())
+        await wait_for(lambda: bool(h.of(GuardWaiting, "esa01")))
+        waiting = h.of(GuardWaiting, "esa01")[0]
+        assert waiting.reason.startswith("waiting: esa03 work queue 12,") and "> 5,000" in waiting.reason
+        rec = h.rollout.records["esa01"]
+        assert rec.guard_waits and rec.guard_waits[0]["outcome"] == "waiting"
+        assert h.rollout.journal.records()["esa01"].message.startswith("waiting: esa03")
+        # Not out of service while it waits.
+        assert not fleet.nodes["esa01"].appliance.suspended and not rec.suspended_by_us
+        overload(fleet, "esa03", 300)
+        assert await asyncio.wait_for(task, 60) == State.DONE
+        assert rec.guard_waits[0]["outcome"] == "passed" and rec.guard_waits[0]["until"] is not None
+        steps = [e.step for e in h.of(StepStarted, "esa01")]
+        assert steps.index(Step.GUARD) < steps.index(Step.SUSPEND)
+    finally:
+        await fleet.stop()
+
+
+async def test_guard_past_its_wait_puts_the_appliance_back_to_pending(tmp_path: Path) -> None:
+    fleet = await _fleet(tmp_path)
+    try:
+        h = Harness(fleet, tmp_path, guards=GuardSettings(wait=1.0, bake=0))
+        peers_of(h)
+        overload(fleet, "esa03", 9000)
+        assert await h.procedure("esa01").run() == State.PENDING
+        timed_out = h.of(GuardTimedOut, "esa01")
+        assert timed_out and "esa03 work queue" in timed_out[0].reason
+        rec = h.rollout.records["esa01"]
+        assert rec.guard_waits[-1]["outcome"] == "timed-out"
+        a = fleet.nodes["esa01"].appliance
+        # Nothing left changed: never suspended, update settings put back.
+        assert not a.suspended and a.upgrades_done == []
+        assert a.committed.images == "cisco" and not rec.pointed
+        assert "suspendlistener" not in a.command_counts
+    finally:
+        await fleet.stop()
+
+
+async def test_override_lets_a_waiting_guard_pass(tmp_path: Path) -> None:
+    fleet = await _fleet(tmp_path)
+    try:
+        h = Harness(fleet, tmp_path, guards=GuardSettings(wait=120, bake=0))
+        peers_of(h)
+        overload(fleet, "esa03", 9000)
+        proc = h.procedure("esa01")
+        assert not proc.override_guard()  # nothing waits yet
+        task = asyncio.create_task(proc.run())
+        await wait_for(lambda: bool(h.of(GuardWaiting, "esa01")))
+        assert proc.override_guard()
+        assert await asyncio.wait_for(task, 60) == State.DONE
+        assert h.rollout.records["esa01"].guard_waits[-1]["outcome"] == "overridden"
+    finally:
+        await fleet.stop()
+
+
+async def test_a_group_of_one_has_no_peers_to_check(tmp_path: Path) -> None:
+    fleet = await _fleet(tmp_path)
+    try:
+        h = Harness(fleet, tmp_path, guards=GuardSettings(bake=0))
+        peers_of(h)
+        overload(fleet, "esa01", 9000)  # dc1: not esa02's peer
+        assert await h.procedure("esa02").run() == State.DONE
+        assert h.rollout.records["esa02"].guard_waits == []
+        assert not h.of(GuardWaiting, "esa02")
+    finally:
+        await fleet.stop()
+
+
+async def test_bake_passes_on_a_healthy_appliance(tmp_path: Path) -> None:
+    fleet = await _fleet(tmp_path)
+    try:
+        h = Harness(fleet, tmp_path, guards=GuardSettings(bake=1.0))
+        assert await h.procedure("esa01").run() == State.DONE
+        rec = h.rollout.records["esa01"]
+        assert rec.bake is not None and rec.bake["verdict"] in ("passed", "no-traffic")
+        assert len(rec.bake["samples"]) >= 2
+        assert h.of(BakeFinished, "esa01")[0].verdict == rec.bake["verdict"]
+        steps = [e.step for e in h.of(StepStarted, "esa01")]
+        assert steps[-1] == Step.BAKE and steps.index(Step.RESTORE) < steps.index(Step.BAKE)
+    finally:
+        await fleet.stop()
+
+
+async def test_bake_fails_when_the_queue_keeps_growing(tmp_path: Path) -> None:
+    fleet = await _fleet(tmp_path)
+    try:
+        h = Harness(fleet, tmp_path, guards=GuardSettings(bake=20.0))
+        a = fleet.nodes["esa01"].appliance
+
+        async def stuck_delivery() -> None:
+            # Back on the new version it accepts mail and delivers none: its queue climbs.
+            await wait_for(lambda: any(e.step == Step.BAKE for e in h.of(StepStarted, "esa01")), 60)
+            while True:
+                a.base_depth += 150
+                await asyncio.sleep(0.05)
+
+        grow = asyncio.create_task(stuck_delivery())
+        try:
+            assert await h.procedure("esa01").run() == State.FAILED
+        finally:
+            grow.cancel()
+        rec = h.rollout.records["esa01"]
+        assert rec.bake is not None and rec.bake["verdict"] == "failed"
+        assert rec.error is not None and "bake failed" in rec.error and "first:" in rec.error and "last:" in rec.error
+        # Left in service: upgraded, receiving, settings restored.
+        assert a.version == (16, 0, 0, 123) and not a.suspended and a.committed.images == "cisco"
+        assert rec.listeners == "active"
+    finally:
+        await fleet.stop()
+
+
+async def test_abort_during_a_bake_ends_it_skipped_and_done(tmp_path: Path) -> None:
+    fleet = await _fleet(tmp_path)
+    try:
+        from segtui.rollout.procedure import Aborted
+
+        h = Harness(fleet, tmp_path, guards=GuardSettings(bake=600.0))
+        proc = h.procedure("esa01")
+        task = asyncio.create_task(proc.run())
+        await wait_for(lambda: any(e.step == Step.BAKE for e in h.of(StepStarted, "esa01")), 60)
+        assert proc.request_stop(Aborted(State.PENDING, "aborted by operator before its upgrade"))
+        assert await asyncio.wait_for(task, 10) == State.DONE
+        rec = h.rollout.records["esa01"]
+        assert rec.bake is not None and rec.bake["verdict"] == "skipped"
+        assert not fleet.nodes["esa01"].appliance.suspended
+    finally:
+        await fleet.stop()

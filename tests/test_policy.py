@@ -1,0 +1,312 @@
+"""Pure policy, table-driven and with hypothesis: batch ramps, budgets, queue order, locks, windows, durations."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from segtui.errors import InputError
+from segtui.rollout.applock import ApplianceLocks, lock_key
+from segtui.rollout.batches import (
+    BatchStep,
+    FailureBudget,
+    batch_sizes,
+    interleave_groups,
+    parse_batch_spec,
+    parse_failure_budget,
+    plan_batches,
+    plan_order,
+)
+from segtui.rollout.eta import Durations
+from segtui.rollout.events import State
+from segtui.rollout.journal import ApplianceRecord, Journal, ensure_state_dir
+from segtui.rollout.lock import InventoryLock, LockHeld
+from segtui.rollout.window import parse_until
+from segtui.settings import LockSettings, Settings
+
+
+@pytest.mark.parametrize(
+    ("spec", "fleet", "sizes"),
+    [
+        ("1", 3, [1, 1, 1]),
+        ("1,2,25%", 20, [1, 2, 5, 5, 5, 2]),
+        ("100%", 7, [7]),
+        ("50%", 3, [2, 1]),
+        ("10", 4, [4]),
+        ("1,25%", 1, [1]),
+        ("1%", 1000, [10] * 100),
+        ("3,1", 0, []),
+    ],
+)
+def test_batch_sizes_table(spec: str, fleet: int, sizes: list[int]) -> None:
+    assert batch_sizes(parse_batch_spec(spec), fleet) == sizes
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "0%", "101%", "nan%", "inf%", "", "1,,2", "x", "2.5", "1;2"])
+def test_parse_batch_spec_refuses_with_one_line(bad: str) -> None:
+    with pytest.raises(InputError) as info:
+        parse_batch_spec(bad)
+    assert len(info.value.problems) == 1 and info.value.problems[0].startswith("--batch: ")
+
+
+@pytest.mark.parametrize(
+    ("spec", "fleet", "allowed"),
+    [("0", 10, 0), ("2", 10, 2), ("10%", 25, 2), ("0%", 100, 0), ("100%", 7, 7), (" 3 ", 1, 3)],
+)
+def test_failure_budget_table(spec: str, fleet: int, allowed: int) -> None:
+    assert parse_failure_budget(spec).allowed(fleet) == allowed
+
+
+@pytest.mark.parametrize("bad", ["-1", "101%", "-5%", "x", "", "1.5"])
+def test_failure_budget_refuses(bad: str) -> None:
+    with pytest.raises(InputError, match=r"^--max-fail: "):
+        parse_failure_budget(bad)
+
+
+steps_strategy = st.lists(
+    st.one_of(
+        st.integers(1, 50).map(lambda n: BatchStep(count=n)),
+        st.floats(0.5, 100).map(lambda p: BatchStep(percent=p)),
+    ),
+    min_size=1,
+    max_size=5,
+)
+
+
+@given(steps=steps_strategy, fleet=st.integers(0, 2000))
+def test_batch_sizes_cover_the_fleet_exactly(steps: list[BatchStep], fleet: int) -> None:
+    sizes = batch_sizes(steps, fleet)
+    assert sum(sizes) == fleet and all(s >= 1 for s in sizes)
+    for i, size in enumerate(sizes[:-1]):  # every batch but the last is its step's full size
+        assert size == steps[min(i, len(steps) - 1)].size(fleet)
+
+
+@given(spec=st.text(max_size=12))
+def test_parse_batch_spec_never_crashes(spec: str) -> None:
+    try:
+        steps = parse_batch_spec(spec)
+    except InputError as exc:
+        assert len(exc.problems) == 1 and "\n" not in exc.problems[0].replace(repr(spec), "")
+    else:
+        assert steps and all(s.size(100) >= 1 for s in steps)
+
+
+@given(spec=st.text(max_size=8), fleet=st.integers(0, 10_000))
+def test_failure_budget_never_crashes_and_is_bounded(spec: str, fleet: int) -> None:
+    try:
+        budget = parse_failure_budget(spec)
+    except InputError:
+        return
+    assert budget.allowed(fleet) >= 0
+    if budget.percent is not None:
+        assert budget.allowed(fleet) <= fleet
+
+
+class _Spec:
+    def __init__(self, name: str, group: str) -> None:
+        self.name = name
+        self.group = group
+
+
+def test_plan_order_interleaves_groups_keeping_inventory_order() -> None:
+    specs = [_Spec("a1", "dc1"), _Spec("a2", "dc1"), _Spec("b1", "dc2"), _Spec("a3", "dc1"), _Spec("c1", "x")]
+    assert plan_order(specs) == ["a1", "b1", "c1", "a2", "a3"]
+    assert interleave_groups({}) == []
+
+
+@given(
+    groups=st.lists(st.sampled_from(["dc1", "dc2", "dc3"]), max_size=60),
+    steps=steps_strategy,
+)
+def test_plan_batches_put_every_appliance_in_exactly_one_batch(groups: list[str], steps: list[BatchStep]) -> None:
+    specs = [_Spec(f"esa{i:03d}", g) for i, g in enumerate(groups)]
+    order = plan_order(specs)
+    plan = plan_batches(order, steps)
+    flat = [n for batch in plan for n in batch]
+    assert flat == order and sorted(flat) == sorted(s.name for s in specs)
+    assert [len(b) for b in plan] == batch_sizes(steps, len(specs))
+
+
+def test_failure_budget_str_round_trips() -> None:
+    for text in ("0", "3", "12.5%", "100%"):
+        assert parse_failure_budget(str(parse_failure_budget(text))) == parse_failure_budget(text)
+    assert FailureBudget(count=2).allowed(1) == 2
+
+
+# --- the maintenance window ------------------------------------------------------------------------
+NOW = datetime(2026, 3, 1, 22, 30).astimezone().timestamp()  # 22:30 local
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("+2h", NOW + 7200),
+        ("+90m", NOW + 5400),
+        ("+45s", NOW + 45),
+        ("+1h30m", NOW + 5400),
+        ("23:00", NOW + 1800),
+        ("05:00", datetime(2026, 3, 2, 5, 0).astimezone().timestamp()),  # crossing midnight
+        ("22:30", datetime(2026, 3, 2, 22, 30).astimezone().timestamp()),  # now: the next one
+        ("2026-03-02T05:00", datetime(2026, 3, 2, 5, 0).astimezone().timestamp()),
+        ("2026-03-02T05:00:00+00:00", datetime.fromisoformat("2026-03-02T05:00:00+00:00").timestamp()),
+    ],
+)
+def test_parse_until_table(text: str, expected: float) -> None:
+    assert parse_until(text, NOW) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("bad", ["+0s", "+", "25:00", "5pm", "tomorrow", "2026-03-01T05:00", "", "+2d", "12:60"])
+def test_parse_until_refuses_with_one_line(bad: str) -> None:
+    with pytest.raises(InputError) as info:
+        parse_until(bad, NOW)
+    assert len(info.value.problems) == 1 and info.value.problems[0].startswith("--until: ")
+
+
+@given(text=st.text(max_size=20))
+def test_parse_until_never_crashes(text: str) -> None:
+    try:
+        end = parse_until(text, NOW)
+    except InputError:
+        return
+    assert end > NOW
+
+
+def test_durations_median_per_number_of_upgrades() -> None:
+    recs = []
+    for i, (hops, secs) in enumerate([(0, 100), (0, 300), (0, 200), (1, 500)]):
+        recs.append(
+            ApplianceRecord(name=f"a{i}", state=State.DONE, started=1000.0, finished=1000.0 + secs, hops=["x"] * hops)
+        )
+    recs.append(ApplianceRecord(name="f", state=State.FAILED, started=0.0, finished=9999.0))
+    d = Durations.of(recs)
+    assert d.expected(1) == 200 and d.expected(2) == 500
+    assert d.expected(3) == pytest.approx(750)  # scaled from the nearest measured count
+    assert Durations.of([]).expected(1) is None
+
+
+# --- locks and the state directory -----------------------------------------------------------------
+def test_inventory_lock_names_the_holder_and_is_released(tmp_path: Path) -> None:
+    inv = tmp_path / "fleet.toml"
+    inv.write_text("")
+    first = InventoryLock(tmp_path / "state", inv, "run")
+    first.acquire()
+    with pytest.raises(LockHeld, match=f"pid {os.getpid()}.*command run"):
+        InventoryLock(tmp_path / "state", inv, "resume").acquire()
+    first.release()
+    with InventoryLock(tmp_path / "state", inv, "resume"):
+        pass
+
+
+def test_lock_file_symlink_is_refused_and_its_target_untouched(tmp_path: Path) -> None:
+    inv = tmp_path / "fleet.toml"
+    inv.write_text("")
+    state = ensure_state_dir(tmp_path / "state")
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    lock = InventoryLock(state, inv, "stage")
+    lock.path.symlink_to(victim)
+    with pytest.raises(InputError, match="symbolic link"):
+        lock.acquire()
+    assert victim.read_text() == "precious"
+
+
+def test_state_dir_created_private_and_foreign_modes_refused(tmp_path: Path) -> None:
+    state = tmp_path / "deep" / "state"
+    Journal.in_dir(state).close()
+    assert state.stat().st_mode & 0o777 == 0o700
+    assert (state / "journal.sqlite").stat().st_mode & 0o777 == 0o600
+    os.chmod(state, 0o777)
+    with pytest.raises(InputError, match=r"state directory is owned by .* with mode 0777"):
+        Journal.in_dir(state)
+    os.chmod(state, 0o700)
+    os.chmod(state / "journal.sqlite", 0o666)
+    with pytest.raises(InputError, match=r"journal.sqlite: the file is owned by .* mode 0666"):
+        Journal.in_dir(state)
+    os.chmod(state / "journal.sqlite", 0o600)
+    Journal.in_dir(state).close()
+
+
+def test_journal_symlink_refused(tmp_path: Path) -> None:
+    state = ensure_state_dir(tmp_path / "state")
+    elsewhere = tmp_path / "elsewhere.sqlite"
+    sqlite3.connect(elsewhere).close()
+    (state / "journal.sqlite").symlink_to(elsewhere)
+    with pytest.raises(InputError, match="symbolic link"):
+        Journal.in_dir(state)
+
+
+def test_damaged_journal_is_one_line_with_guidance(tmp_path: Path) -> None:
+    state = ensure_state_dir(tmp_path / "state")
+    path = state / "journal.sqlite"
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    os.write(fd, b"SQLite format 3\x00" + b"\xff" * 4000)
+    os.close(fd)
+    with pytest.raises(InputError) as info:
+        Journal.in_dir(state)
+    (line,) = info.value.problems
+    assert "is damaged" in line and "move it aside" in line and "backups are in" in line
+
+
+def test_readonly_journal_reads_beside_the_writer(tmp_path: Path) -> None:
+    writer = Journal.in_dir(tmp_path / "state")
+    writer.begin("fleet.toml", "16.0.0-123", {"batch": "1"})
+    writer.event("state", "running", "esa01")
+    writer.action("abort", None, "bob@host")
+    writer.finish("aborted")
+    reader = Journal.open_readonly(writer.path)
+    assert writer.rollout_id is not None
+    rows = reader.events(writer.rollout_id)
+    assert [(r.kind, r.appliance, r.text) for r in rows] == [("state", "esa01", "running")]
+    last = reader.last_rollout("fleet.toml")
+    assert last is not None and last.outcome == "aborted" and last.ended_by is not None
+    assert "aborted by bob@host at" in last.describe()
+    with pytest.raises(sqlite3.OperationalError):
+        reader.event("note", "a reader cannot write")
+
+
+def _locks(tmp_path: Path) -> ApplianceLocks:
+    settings = Settings().model_copy(update={"locks": LockSettings(dir=tmp_path / "locks")})
+    return ApplianceLocks(settings, "test")
+
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from segtui.rollout.applock import ApplianceLocks
+from segtui.settings import LockSettings, Settings
+s = Settings().model_copy(update={"locks": LockSettings(dir=Path(sys.argv[1]))})
+locks = ApplianceLocks(s, "other")
+assert locks.acquire("esa01", "127.0.0.1", 2201) is None
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def test_appliance_lock_held_by_another_process_then_freed_by_kill(tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path / "locks")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        locks = _locks(tmp_path)
+        reason = locks.acquire("esa01", "127.0.0.1", 2201)
+        assert reason is not None and f"pid {proc.pid}" in reason and reason.startswith("another segtui (")
+        assert locks.acquire("esa02", "127.0.0.1", 2202) is None  # another address is free
+        data = json.loads((tmp_path / "locks" / lock_key("127.0.0.1", 2202)).read_text())
+        assert data["pid"] == os.getpid() and data["appliance"] == "127.0.0.1:2202"
+    finally:
+        proc.kill()
+        proc.wait()
+    # kill -9 leaves the file but not the lock
+    deadline = time.monotonic() + 10
+    while (reason := _locks(tmp_path).acquire("esa01", "127.0.0.1", 2201)) is not None:
+        assert time.monotonic() < deadline, reason
+    assert lock_key("127.0.0.1", 22) != lock_key("127.0.0.1", 2222)

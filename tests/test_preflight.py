@@ -1,0 +1,300 @@
+"""Pre-flight, plan and stage against appliances that misbehave (real SSH) and manifests we cannot read (real HTTP).
+
+Only certain problems refuse; each appliance's trouble is one line for that appliance, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import asyncssh
+import pytest
+
+from segtui.asyncos.commands import Appliance
+from segtui.asyncos.versions import Version
+from segtui.inventory import load_inventory
+from segtui.rollout.context import RolloutContext
+from segtui.rollout.engine import RolloutOptions
+from segtui.rollout.journal import Journal
+from segtui.rollout.preflight import plan_batches, preflight
+from segtui.rollout.render import render_plan, render_preflight, render_refusal
+from segtui.rollout.staging import stage_fleet
+from segtui.settings import load_settings
+from tests.conftest import TEST_PASSWORD
+from tests.scripted import ScriptedAppliance, serve
+
+TARGET = Version.parse("16.0.0-123")
+
+
+def version_out(version: str, serial: str = "4229F1C3E7A9-ABCD1234EFGH") -> str:
+    return (
+        "\nCurrent Version\n===============\nProduct: Cisco C300V Secure Email Gateway Virtual\n"
+        f"Model: C300V\nVersion: {version}\nSerial #: {serial}\n"
+    )
+
+
+GARBLED = "\n\x1b]0;pwned\x07Current Vers\x00ion\n====\nNothing you expect here\n"
+
+
+class Manifests(BaseHTTPRequestHandler):
+    served: dict[str, bytes] = {}
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        body = self.served.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def updates() -> Iterator[tuple[str, dict[str, bytes]]]:
+    served: dict[str, bytes] = {}
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), type("H", (Manifests,), {"served": served}))
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", served
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@dataclass
+class Lab:
+    inventory: Path
+    appliances: dict[str, ScriptedAppliance]
+    update_server: str
+    served: dict[str, bytes]
+
+
+def _closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = int(s.getsockname()[1])
+    s.close()
+    return port
+
+
+async def make_lab(
+    tmp_path: Path, updates: tuple[str, dict[str, bytes]], outputs: dict[str, str | None]
+) -> tuple[Lab, list[asyncssh.SSHAcceptor]]:
+    """One scripted appliance per entry (`None`: nothing listens there), one inventory for them all."""
+    server, served = updates
+    acceptors: list[asyncssh.SSHAcceptor] = []
+    appliances: dict[str, ScriptedAppliance] = {}
+    entries = []
+    for name, out in outputs.items():
+        if out is None:
+            entries.append((name, _closed_port(), tmp_path / "known_hosts_none"))
+            (tmp_path / "known_hosts_none").write_text("")
+            continue
+        sa = ScriptedAppliance(password=TEST_PASSWORD, script={"version": [(out, None)]})
+        acceptor, port, kh, _ = await serve(sa, tmp_path)
+        acceptors.append(acceptor)
+        appliances[name] = sa
+        entries.append((name, port, kh))
+    text = (
+        f'[fleet]\nname = "lab"\nenvironment = "lab"\nupdate_server = "{server}"\n'
+        '[defaults]\nusername = "admin"\npassword_env = "SEGTUI_PASSWORD"\n'
+    )
+    for i, (name, port, kh) in enumerate(entries):
+        text += (
+            f'\n[[appliance]]\nname = "{name}"\nhost = "127.0.0.1"\nport = {port}\n'
+            f'group = "g{i % 2}"\nknown_hosts = "{kh}"\n'
+        )
+    inv = tmp_path / "fleet.toml"
+    inv.write_text(text)
+    return Lab(inv, appliances, server, served), acceptors
+
+
+@pytest.fixture
+async def acceptors() -> AsyncIterator[list[asyncssh.SSHAcceptor]]:
+    items: list[asyncssh.SSHAcceptor] = []
+    yield items
+    for a in items:
+        a.close()
+
+
+def context(lab: Lab, tmp_path: Path) -> RolloutContext:
+    settings = load_settings().model_copy(update={"state_dir": tmp_path / "state"})
+    journal = Journal(settings.state_dir / "journal.sqlite")
+    return RolloutContext(load_inventory(lab.inventory), settings, TARGET, journal, lambda e: None)
+
+
+def _cli(lab: Lab, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGTUI_")}
+    env["SEGTUI_PASSWORD"] = TEST_PASSWORD
+    env["SEGTUI_STATE_DIR"] = str(tmp_path / "state")
+    return subprocess.run(
+        [sys.executable, "-m", "segtui", *args, "--inventory", str(lab.inventory), "--target", str(TARGET)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+async def cli(lab: Lab, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    # In a thread: the scripted appliances answer on this test's event loop.
+    return await asyncio.to_thread(_cli, lab, tmp_path, *args)
+
+
+def _manifest(path: str, body: bytes, lab: Lab) -> None:
+    lab.served[path] = body
+
+
+BASE_PATH = "/asyncos/phoebe-15-0-0-104.xml"
+HOP_PATH = "/asyncos/phoebe-15-5-1-055.xml"
+
+
+async def test_every_appliance_problem_is_one_line(
+    tmp_path: Path,
+    updates: tuple[str, dict[str, bytes]],
+    acceptors: list[asyncssh.SSHAcceptor],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lab, accs = await make_lab(
+        tmp_path,
+        updates,
+        {
+            "good": version_out("15.0.0-104"),
+            "garbled": GARBLED,
+            "newer": version_out("16.5.0-010"),
+            "gone": None,
+            "boom": version_out("15.0.0-104"),
+        },
+    )
+    acceptors += accs
+    _manifest(BASE_PATH, b"<m><v>16.0.0-123</v></m>", lab)
+    real_version = Appliance.version
+
+    async def version(self: Appliance) -> object:
+        if self.name == "boom":
+            raise RuntimeError("something nobody foresaw\nsecond line")
+        return await real_version(self)
+
+    monkeypatch.setattr(Appliance, "version", version)
+    result = await preflight(context(lab, tmp_path))
+    by_name = {a.name: a for a in result.appliances}
+    assert not result.ok
+    assert by_name["good"].ok and by_name["good"].path == [TARGET] and by_name["good"].expected_upgrades == 1
+    assert "output not understood" in (by_name["garbled"].problem or "")
+    assert "newer than the target" in (by_name["newer"].problem or "")
+    assert by_name["gone"].problem and not by_name["gone"].ok
+    assert by_name["boom"].problem == "unexpected error: RuntimeError: something nobody foresaw second line"
+    lines = render_preflight(result, TARGET)
+    assert len([line for line in lines if line.startswith("BAD ")]) == 4
+    assert all("\n" not in line and "\x1b" not in line for line in lines)
+    assert render_refusal(result)[-1] == "pre-flight refused: nothing was changed"
+    named = sorted(line.split(":")[1].strip() for line in render_refusal(result)[:-1])
+    assert named == ["boom", "garbled", "gone", "newer"]
+
+
+async def test_check_refuses_garbled_and_unreachable_without_traceback(
+    tmp_path: Path, updates: tuple[str, dict[str, bytes]], acceptors: list[asyncssh.SSHAcceptor]
+) -> None:
+    lab, accs = await make_lab(tmp_path, updates, {"good": version_out("15.0.0-104"), "garbled": GARBLED, "gone": None})
+    acceptors += accs
+    _manifest(BASE_PATH, b"<m><v>16.0.0-123</v></m>", lab)
+    for command in ("check", "plan", "prepare"):
+        proc = await cli(lab, tmp_path, command)
+        assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
+        assert proc.returncode == {"check": 3, "plan": 0, "prepare": 1}[command], proc.stdout + proc.stderr
+        assert "\x1b" not in proc.stdout
+    assert "BAD garbled" in (await cli(lab, tmp_path, "check")).stdout
+
+
+async def test_unrecognised_manifest_warns_and_the_appliance_decides(
+    tmp_path: Path, updates: tuple[str, dict[str, bytes]], acceptors: list[asyncssh.SSHAcceptor]
+) -> None:
+    lab, accs = await make_lab(tmp_path, updates, {"a": version_out("15.0.0-104"), "b": version_out("16.0.0-123")})
+    acceptors += accs
+    _manifest(BASE_PATH, b'<catalogue owner="somebody"><entry>latest</entry></catalogue>', lab)
+    check = await cli(lab, tmp_path, "check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "path decided by the appliance's list" in check.stdout
+    assert "WARN" in check.stdout and "shape not recognised: the appliance's own list decides" in check.stdout
+    assert "pre-flight passed with 1 warning(s)" in check.stdout
+    plan = await cli(lab, tmp_path, "plan")
+    assert plan.returncode == 0 and "15.0.0-104 -> 16.0.0-123 (path decided by the appliance's list)" in plan.stdout
+    result = await preflight(context(lab, tmp_path))
+    assert result.ok and result.expected_upgrades == {"a": 1, "b": 0} and result.expected_paths == {}
+    prepare = await cli(lab, tmp_path, "prepare")
+    assert prepare.returncode == 0, prepare.stdout
+    assert "no image reference recognised in" in prepare.stdout and "check by hand" in prepare.stdout
+
+
+async def test_missing_manifest_refuses(
+    tmp_path: Path, updates: tuple[str, dict[str, bytes]], acceptors: list[asyncssh.SSHAcceptor]
+) -> None:
+    lab, accs = await make_lab(tmp_path, updates, {"a": version_out("15.0.0-104")})
+    acceptors += accs
+    check = await cli(lab, tmp_path, "check")
+    assert check.returncode == 3 and "BAD manifest" in check.stdout and "HTTP 404" in check.stdout
+    run = await cli(lab, tmp_path, "run", "--headless")
+    assert run.returncode == 3 and "HTTP 404" in run.stderr and "Traceback" not in run.stderr
+
+
+async def test_hops_are_planned_and_counted(
+    tmp_path: Path, updates: tuple[str, dict[str, bytes]], acceptors: list[asyncssh.SSHAcceptor]
+) -> None:
+    lab, accs = await make_lab(tmp_path, updates, {"a": version_out("15.0.0-104"), "b": version_out("15.5.1-055")})
+    acceptors += accs
+    _manifest(BASE_PATH, b'<list><phoebe-15-5-1-055 href="asyncos/img/x.img"/></list>', lab)
+    _manifest(HOP_PATH, b"<list><r>AsyncOS 16.0.0 build 123</r></list>", lab)
+    ctx = context(lab, tmp_path)
+    result = await preflight(ctx)
+    assert result.ok and result.expected_upgrades == {"a": 2, "b": 1}
+    assert result.expected_paths == {"a": [Version.parse("15.5.1-055"), TARGET], "b": [TARGET]}
+    checks = {a.name: a for a in result.appliances}
+    lines = render_plan(ctx, RolloutOptions(batch="1"), plan_batches(ctx, RolloutOptions(batch="1")), checks)
+    text = "\n".join(lines)
+    assert "a (127.0.0.1" in text and "15.0.0-104 -> 15.5.1-055 -> 16.0.0-123" in text
+    block = text.split("  a (")[1].split("batch 2")[0]
+    assert block.count("upgrade > DOWNLOADINSTALL") == 2
+    assert "list: " + lab.update_server + HOP_PATH in block
+
+
+UPDATECONFIG_WITHOUT_ROW = (
+    "\nService (images):                        Update URL:\n"
+    "--------------------------------------------------------\n"
+    "Feature Key updates                     Cisco Servers\n"
+    "\nChoose the operation you want to perform:\n- SETUP - Edit update configuration.\n[]> "
+)
+UPGRADE_MENU = (
+    "\nChoose the operation you want to perform:\n"
+    "- DOWNLOADINSTALL - Downloads and installs the upgrade image (needs reboot).\n"
+    "- DOWNLOAD - Downloads the upgrade image.\n[]> "
+)
+
+
+async def test_stage_survives_an_updateconfig_without_the_upgrade_row(
+    tmp_path: Path, updates: tuple[str, dict[str, bytes]], acceptors: list[asyncssh.SSHAcceptor]
+) -> None:
+    lab, accs = await make_lab(tmp_path, updates, {"odd": version_out("15.0.0-104"), "gone": None})
+    acceptors += accs
+    sa = lab.appliances["odd"]
+    sa.script["upgrade"] = [(UPGRADE_MENU, ".*")]
+    sa.script["updateconfig"] = [(UPDATECONFIG_WITHOUT_ROW, ".*")]
+    results = {r.name: r for r in await stage_fleet(context(lab, tmp_path), concurrency=2)}
+    assert results["odd"].status == "failed" and "AsyncOS upgrades" in results["odd"].note
+    assert "\n" not in results["odd"].note
+    assert results["gone"].status == "failed"
+    proc = await cli(lab, tmp_path, "stage")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "odd" in proc.stdout and "failed" in proc.stdout
