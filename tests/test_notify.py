@@ -93,6 +93,7 @@ EVENTS = [
     BatchStarted(index=1, total=2, appliances=("esa1", "esa2")),
     StepStarted(appliance="esa1", step=Step.DRAIN),  # not a notification
     ApplianceStateChanged(appliance="esa2", state=State.FAILED, error="upgrade failed"),
+    ApplianceStateChanged(appliance="esa2", state=State.FAILED, error="upgrade failed"),  # the same news again
     ApplianceStateChanged(appliance="esa1", state=State.NEEDS_ATTENTION, error="host key changed"),
     BatchFinished(index=1, failures=2),
     RolloutStateChanged(state=RolloutState.PAUSED, reason="failure budget spent"),
@@ -169,6 +170,7 @@ def start_demo(tmp_path: Path, name: str, *notify: str) -> subprocess.Popen[str]
     for url in notify:
         args += ["--notify", url]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEGTUI_")}
+    env["SEGTUI_GUARDS__BAKE"] = "0"  # no bake: this test is about what reaches the endpoint, and when
     return subprocess.Popen(
         [sys.executable, "-m", "segtui", *args],
         cwd=tmp_path,

@@ -86,6 +86,7 @@ class Notifier:
         self._healthy = dict.fromkeys(self.urls, True)
         self._started = False
         self._guard_told: set[str] = set()
+        self._last_state: dict[str, tuple[State, str | None]] = {}  # the same news is told once
         self._progress = asyncio.Event()
         self._pending = 0  # queued or being delivered
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)))
@@ -155,9 +156,13 @@ class Notifier:
             return "batch.started", None, None, f"batch {event.index}/{event.total}: {', '.join(event.appliances)}"
         if isinstance(event, BatchFinished):
             return "batch.finished", None, None, f"batch {event.index}: {event.failures} failure(s)"
-        if isinstance(event, ApplianceStateChanged) and event.state in (State.FAILED, State.NEEDS_ATTENTION):
-            kind = "appliance.failed" if event.state == State.FAILED else "appliance.needs-attention"
-            return kind, event.appliance, event.state.value, event.error or ""
+        if isinstance(event, ApplianceStateChanged):
+            last = self._last_state.get(event.appliance)
+            self._last_state[event.appliance] = (event.state, event.error)
+            if event.state in (State.FAILED, State.NEEDS_ATTENTION) and last != (event.state, event.error):
+                kind = "appliance.failed" if event.state == State.FAILED else "appliance.needs-attention"
+                return kind, event.appliance, event.state.value, event.error or ""
+            return None, None, None, ""
         if isinstance(event, GuardWaiting):
             waited = event.ts - event.since
             key = f"{event.appliance}@{event.since}"
