@@ -6,6 +6,8 @@ best-effort, and one hop walk says per manifest what was found.
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import threading
 import time
 from collections.abc import Iterator
@@ -412,3 +414,19 @@ def test_reading_a_large_manifest_is_linear(body: bytes) -> None:
     reading = read_manifest("u", body)
     assert reading.images or reading.versions
     assert time.monotonic() - start < 20  # seconds on a loaded machine; a quadratic reading takes many minutes
+
+
+_DATE_FORMATS = ["%Y-%m-%d", "%d-%m-%Y", "%Y/%m/%d", "%Y%m%d", "%d.%m.%Y", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d-%H%M"]
+
+
+@given(
+    st.datetimes(min_value=datetime.datetime(1970, 1, 1)),
+    st.sampled_from(_DATE_FORMATS),
+    st.ip_addresses(v=4),
+    st.integers(0, 65535),
+)
+def test_dates_and_ip_addresses_are_never_read_as_versions(
+    when: datetime.datetime, fmt: str, ip: ipaddress.IPv4Address, port: int
+) -> None:
+    text = f"released {when.strftime(fmt)} from {ip} {ip}:{port} http://{ip}:{port}/x {ip}/24"
+    assert scan_versions(text) == set(), text

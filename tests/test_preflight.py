@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -28,8 +29,7 @@ from segtui.rollout.journal import Journal
 from segtui.rollout.preflight import plan_batches, preflight
 from segtui.rollout.render import render_plan, render_preflight, render_refusal
 from segtui.rollout.staging import stage_fleet
-from segtui.settings import load_settings
-from tests.conftest import TEST_PASSWORD
+from tests.conftest import TEST_PASSWORD, make_settings
 from tests.scripted import ScriptedAppliance, serve
 
 TARGET = Version.parse("16.0.0-123")
@@ -90,10 +90,12 @@ def _closed_port() -> int:
 
 
 async def make_lab(
-    tmp_path: Path, updates: tuple[str, dict[str, bytes]], outputs: dict[str, str | None]
+    tmp_path: Path, updates: tuple[str, dict[str, bytes]], outputs: dict[str, str | None], credentials: str = ""
 ) -> tuple[Lab, list[asyncssh.SSHAcceptor]]:
     """One scripted appliance per entry (`None`: nothing listens there), one inventory for them all."""
     server, served = updates
+    if credentials:
+        server = server.replace("http://", f"http://{credentials}@")
     acceptors: list[asyncssh.SSHAcceptor] = []
     appliances: dict[str, ScriptedAppliance] = {}
     entries = []
@@ -130,7 +132,7 @@ async def acceptors() -> AsyncIterator[list[asyncssh.SSHAcceptor]]:
 
 
 def context(lab: Lab, tmp_path: Path) -> RolloutContext:
-    settings = load_settings().model_copy(update={"state_dir": tmp_path / "state"})
+    settings = make_settings(tmp_path / "state")
     journal = Journal(settings.state_dir / "journal.sqlite")
     return RolloutContext(load_inventory(lab.inventory), settings, TARGET, journal, lambda e: None)
 
@@ -232,6 +234,8 @@ async def test_unrecognised_manifest_warns_and_the_appliance_decides(
     assert "pre-flight passed with 1 warning(s)" in check.stdout
     plan = await cli(lab, tmp_path, "plan")
     assert plan.returncode == 0 and "15.0.0-104 -> 16.0.0-123 (path decided by the appliance's list)" in plan.stdout
+    at_target = plan.stdout.split("  b (")[1].split("\n  a (")[0]
+    assert "16.0.0-123: at the target, only `version` is read" in at_target and "upgrade >" not in at_target
     result = await preflight(context(lab, tmp_path))
     assert result.ok and result.expected_upgrades == {"a": 1, "b": 0} and result.expected_paths == {}
     prepare = await cli(lab, tmp_path, "prepare")
@@ -298,3 +302,67 @@ async def test_stage_survives_an_updateconfig_without_the_upgrade_row(
     proc = await cli(lab, tmp_path, "stage")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "odd" in proc.stdout and "failed" in proc.stdout
+
+
+async def test_prepare_walks_the_same_way_and_checks_the_images_it_finds(
+    tmp_path: Path, updates: tuple[str, dict[str, bytes]], acceptors: list[asyncssh.SSHAcceptor]
+) -> None:
+    lab, accs = await make_lab(
+        tmp_path, updates, {"a": version_out("15.0.0-104", "SERIAL-A"), "b": version_out("15.0.0-104", "SERIAL-B")}
+    )
+    acceptors += accs
+    _manifest(BASE_PATH, b'<list><phoebe-15-5-1-055 href="asyncos/img/hop.img"/></list>', lab)
+    _manifest(HOP_PATH, b"<list><r>AsyncOS 16.0.0 build 123</r><file>asyncos/img/target.img</file></list>", lab)
+    _manifest("/asyncos/img/hop.img", b"\0" * 4096, lab)  # this server answers GET only: the ranged fallback
+    proc = await cli(lab, tmp_path, "prepare")
+    out = proc.stdout
+    assert proc.returncode == 1, out + proc.stderr
+    assert "Base release tag: phoebe-15-0-0-104  (2 appliances)" in out and "SERIAL-A, SERIAL-B" in out
+    assert f"manifest {lab.update_server}{BASE_PATH}: offers a hop to 15.5.1-055" in out
+    assert f"manifest {lab.update_server}{HOP_PATH}: offers the target 16.0.0-123" in out
+    assert "ok   15.0.0-104 -> 15.5.1-055 -> 16.0.0-123" in out
+    assert f"ok   image 15.5.1-055 {lab.update_server}/asyncos/img/hop.img" in out
+    assert re.search(r"image 16\.0\.0-123\s+\S+/asyncos/img/target\.img\s+HTTP 404", out), out
+    assert "not ready" in out
+    _manifest("/asyncos/img/target.img", b"\0" * 4096, lab)
+    proc = await cli(lab, tmp_path, "prepare")
+    assert proc.returncode == 0 and "ready: nothing is missing" in proc.stdout, proc.stdout
+    check = await cli(lab, tmp_path, "check")  # the pre-flight walks the same way
+    assert check.returncode == 0 and "15.0.0-104   15.5.1-055 -> 16.0.0-123" in check.stdout, check.stdout
+
+
+async def test_update_server_credentials_never_printed(
+    tmp_path: Path, updates: tuple[str, dict[str, bytes]], acceptors: list[asyncssh.SSHAcceptor]
+) -> None:
+    lab, accs = await make_lab(
+        tmp_path, updates, {"a": version_out("15.0.0-104"), "b": version_out("15.5.1-055")}, "ops:Upd4te-S3cret"
+    )
+    acceptors += accs
+    _manifest(BASE_PATH, b"<m><v>16.0.0-123</v><f>asyncos/img/t.img</f></m>", lab)  # no image, no hop manifest
+    for command, code in (("check", 3), ("plan", 0), ("prepare", 1), ("run", 3)):
+        proc = await cli(lab, tmp_path, command, *(["--headless"] if command == "run" else []))
+        assert proc.returncode == code, proc.stdout + proc.stderr
+        assert "Upd4te-S3cret" not in proc.stdout + proc.stderr
+        assert "ops:********@127.0.0.1" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("ramp", ["1", "1,2", "1,50%", "2,25%"])
+async def test_plan_shows_the_batches_run_takes(
+    tmp_path: Path, updates: tuple[str, dict[str, bytes]], ramp: str
+) -> None:
+    from segtui.rollout.engine import Rollout
+
+    lab, _ = await make_lab(tmp_path, updates, {f"esa{i}": None for i in range(7)})
+    # Uneven groups, listed one after the other: the run interleaves them, and so must the plan.
+    text = lab.inventory.read_text()
+    for i in range(7):
+        text = text.replace(
+            f'name = "esa{i}"\nhost = "127.0.0.1"', f'name = "esa{i}"\ngroup = "{"ab"[i >= 4]}"\nhost = "127.0.0.1"'
+        )
+    lab.inventory.write_text(re.sub(r'\ngroup = "g[01]"', "", text))
+    ctx = context(lab, tmp_path)
+    assert [a.group for a in ctx.inventory.appliances] == ["a"] * 4 + ["b"] * 3
+    options = RolloutOptions(batch=ramp)
+    rollout = Rollout(ctx.inventory, ctx.settings, TARGET, ctx.journal, options)
+    rollout.begin()
+    assert plan_batches(ctx, options) == rollout.journal.batches()

@@ -31,6 +31,8 @@ reboot_max = 0.3
 drain = 20
 reboot = 30
 upgrade = 60
+[guards]
+bake = 1
 """
 
 
@@ -319,3 +321,22 @@ async def test_image_check_has_an_overall_deadline(image_server: _ImageServer) -
 async def test_missing_image_is_reported(image_server: _ImageServer) -> None:
     async with httpx.AsyncClient() as client:
         assert await check_image(client, image_server.url) == "HTTP 404"
+
+
+def test_group_by_base_one_request_per_version_below_the_target() -> None:
+    from segtui.asyncos.parsers import VersionInfo
+    from segtui.asyncos.versions import Version
+    from segtui.updates.prepare import group_by_base
+
+    v = Version.parse
+    infos = {
+        "b": VersionInfo(v("15.0.0-104"), model="C300V", vln="VLN1"),
+        "a": VersionInfo(v("15.0.0-104"), serial="S-A"),
+        "c": VersionInfo(v("14.2.1-015"), serial=None),
+        "d": VersionInfo(v("16.0.0-123"), serial="S-D"),  # at the target: nothing to fetch
+        "e": VersionInfo(v("16.5.0-001"), serial="S-E"),  # past it: the pre-flight refuses, prepare skips
+    }
+    bases = group_by_base(infos, v("16.0.0-123"))
+    assert [b.tag for b in bases] == ["phoebe-14-2-1-015", "phoebe-15-0-0-104"]
+    assert bases[0].serials == [("c", "?")] and bases[0].count == 1
+    assert bases[1].serials == [("a", "S-A")] and bases[1].virtual == [("b", "VLN1", "C300V")]

@@ -74,7 +74,8 @@ def test_full_run_and_screenshots_hold_no_password(tmp_path: Path, monkeypatch: 
 
 def test_redaction_replaces_an_echoed_secret() -> None:
     from segtui.asyncos.session import CLISession
+    from segtui.textsafe import Redactor
 
     session = CLISession.__new__(CLISession)
-    session._secrets = [PASSWORD]
+    session._redactor = Redactor([PASSWORD])
     assert session.redact(f"Enter password: {PASSWORD}\n") == "Enter password: ********\n"

@@ -11,8 +11,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from segtui.asyncos.errors import CommandTimeout, UnknownQuestion
-from segtui.asyncos.session import DialoguePolicy, Exchange, clean_chunk, fold_progress
+from segtui.asyncos.errors import CommandTimeout, DialogueError, UnknownQuestion
+from segtui.asyncos.session import (
+    OTHERWISE_DEFAULT,
+    Answer,
+    DialoguePolicy,
+    Exchange,
+    clean_chunk,
+    fold_progress,
+)
 from segtui.asyncos.versions import Version
 from segtui.textsafe import strip_control
 from tests.scripted import PAGER, ScriptedAppliance, Served, Turn, from_transcript, serving
@@ -206,9 +213,10 @@ COMMIT_WITH_UNKNOWN: list[Turn] = [
 ]
 
 
-async def test_unknown_question_takes_the_default_and_is_reported(served: Served) -> None:
+@pytest.mark.parametrize("echo", [False, True])
+async def test_unknown_question_takes_the_default_and_is_reported(served: Served, echo: bool) -> None:
     unknown: list[tuple[str, str]] = []
-    sa = ScriptedAppliance(script={"commit": COMMIT_WITH_UNKNOWN})
+    sa = ScriptedAppliance(script={"commit": COMMIT_WITH_UNKNOWN}, echo=echo)
     client = await served.connect(sa, on_unknown=lambda cmd, q: unknown.append((cmd, q)))
     async with client:
         assert await client.commit("segtui: test")
@@ -226,6 +234,30 @@ async def test_unknown_question_with_policy_stop_is_not_answered(served: Served)
     await client.close()
     assert sa.received == ["commit", "segtui: test"]  # nothing was answered to the unknown question
     assert [cmd for cmd, _ in unknown] == ["commit"]
+
+
+async def test_otherwise_default_makes_the_other_questions_known_but_never_answers_a_password(served: Served) -> None:
+    unknown: list[tuple[str, str]] = []
+    sa = ScriptedAppliance(
+        script={
+            "commit": COMMIT_WITH_UNKNOWN,
+            "updateconfig": [("\nEnter the admin password:", ".*")],
+        }
+    )
+    client = await served.connect(
+        sa, policy=DialoguePolicy(on_unknown="stop"), on_unknown=lambda cmd, q: unknown.append((cmd, q))
+    )
+    session = await client.session()
+    answers = [
+        Answer(r"comments describing your changes", "segtui: test"),
+        Answer(r"save the current configuration for rollback", "Y"),
+        OTHERWISE_DEFAULT,
+    ]
+    out = await session.run("commit", timeout=5, answers=answers)
+    assert "Changes committed" in out and unknown == []
+    with pytest.raises(DialogueError, match="secret"):
+        await session.run("updateconfig", timeout=5, answers=[OTHERWISE_DEFAULT])
+    await client.close()
 
 
 # --- the appliance's own name ---------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from segtui.inventory import load_inventory
-from segtui.sim.fleet import FaultSpecError, SimFleet, parse_faults
+from segtui.sim.fleet import PLAIN, FaultSpecError, SimFleet, parse_faults
 from segtui.sim.model import RELEASES, vdotted, vtag
 from segtui.sim.updateserver import SHAPES, read_manifest
 from tests.conftest import TEST_PASSWORD, start_fleet
@@ -204,6 +204,29 @@ def test_manifest_shape_can_be_pinned_and_is_checked(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         SimFleet(2, workdir=tmp_path, manifest_shapes="manifest")
     assert len({tuple(sorted(SimFleet(2, workdir=tmp_path, seed=s).manifest_shapes.items())) for s in range(4)}) == 4
+    for seed in range(6):
+        # The bases most fleets run spell versions differently, whatever the seed.
+        forms = SimFleet(2, workdir=tmp_path, seed=seed).version_forms
+        assert len({forms[(14, 2, 1, 15)], forms[(15, 0, 0, 104)], forms[(15, 5, 1, 55)]}) == 3
+
+
+async def test_plain_fleet_for_benchmarks(tmp_path: Path) -> None:
+    fleet = await start_fleet(tmp_path, 4, clusters=False, plain_printouts=True, hostnames="inventory")
+    try:
+        assert {n.appliance.printing for n in fleet.nodes.values()} == {PLAIN}
+        assert fleet.hostnames["esa01"] == "esa01.lab.example.com"
+        cli = await RawCLI.open(fleet, "esa01")
+        try:
+            await cli.say("version")
+            await cli.say("updateconfig", "[]> ")
+            await cli.say("")
+            assert not cli.stops
+            await cli.say("status detail")
+            assert len(cli.stops) == 1
+        finally:
+            cli.close()
+    finally:
+        await fleet.stop()
 
 
 async def test_hostnames_are_the_appliances_own_and_serials_unique(fleet6: SimFleet) -> None:
@@ -233,8 +256,10 @@ async def test_hostnames_are_the_appliances_own_and_serials_unique(fleet6: SimFl
 
 
 async def test_walk_dialogues_by_hand(fleet6: SimFleet) -> None:
-    cli = await RawCLI.open(fleet6, "esa02")
     node = fleet6.nodes["esa02"]
+    node.appliance.printing = replace(node.appliance.printing, extra_setup_question=True)
+    cli = await RawCLI.open(fleet6, "esa02")
+    extra_seen = False
     try:
         out = await cli.say("version")
         assert "Version: 15.0.0-104" in out and "Serial #:" in out
@@ -259,9 +284,11 @@ async def test_walk_dialogues_by_hand(fleet6: SimFleet) -> None:
                 await cli.say("")
                 break
             else:
+                extra_seen |= "For Cisco Talos Intelligence Services, please select" in chunk
                 answer = ""  # every other service keeps its setting
             previous = chunk
             chunk = await cli.say(answer, "]> ")
+        assert extra_seen, "an extra question nobody told us about, whose default is right"
         assert node.appliance.committed.feature_keys == "keys.lab.example.com:80"
         assert node.appliance.committed.listing == "cisco"
         assert node.appliance.pending is not None
@@ -276,8 +303,13 @@ async def test_walk_dialogues_by_hand(fleet6: SimFleet) -> None:
         # Suspend: listeners first (when there are several), then the delay.
         out = await cli.say("suspendlistener", "]> ")
         if "Choose the listener(s)" in out:
+            n = len(node.appliance.listeners) + 1
+            out = await cli.say(str(n + 1), "]> ")  # out of range: said so, and asked again
+            assert f"You must enter a number from 1 to {n}." in out and out.endswith("[1]> ")
             out = await cli.say("1", "]> ")
         assert "seconds to wait before abruptly closing" in out
+        out = await cli.say("soon", "]> ")
+        assert "You must enter a number." in out and out.endswith("[30]> ") and not node.appliance.suspended
         out = await cli.say("1")
         assert "Receiving suspended for" in out and node.appliance.suspended
         drained: list[str] = []
@@ -336,8 +368,10 @@ async def test_updateconfig_printouts_vary_as_real_ones_do(fleet6: SimFleet) -> 
 async def test_pager_stops_anywhere_also_inside_the_upgrade_list(fleet6: SimFleet) -> None:
     node = fleet6.nodes["esa02"]
     point_at_update_server(fleet6, "esa02")
-    assert len(await node.fetch_offers() or []) == 2
-    for page in range(1, 6):
+    offers = await node.fetch_offers() or []
+    assert len(offers) == 4
+    total = 2 + len(offers)  # "", "Upgrades available.", the items; then the question "[4]> "
+    for page in range(1, total + 1):
         node.appliance.printing = replace(node.appliance.printing, page_lines=page, erase_csi=page % 2 == 0)
         cli = await RawCLI.open(fleet6, "esa02")
         try:
@@ -346,12 +380,12 @@ async def test_pager_stops_anywhere_also_inside_the_upgrade_list(fleet6: SimFlee
             before = len(cli.stops)
             out = await cli.say("DOWNLOADINSTALL", "]> ")
             assert "Upgrades available." in out and "16.0.0 build 123 upgrade For Email" in out
+            assert out.endswith(f"[{len(offers)}]> "), "the default is the newest, whatever was planned"
             stops = cli.stops[before:]
-            # The whole list and question: "", "Upgrades available.", two items, then "[2]> ".
-            assert [len(s) for s in stops] == [page] * (4 // page if 4 % page else 4 // page - 1)
-            assert any(s[-1].startswith("1. AsyncOS") for s in stops) == (page in (1, 3))
-            csi = "\x1b[K" in cli.raw
-            assert csi == (page % 2 == 0), "the pager line is erased with ESC [ K on some appliances"
+            assert [len(s) for s in stops] == [page] * ((total - 1) // page), (page, stops)
+            inside = any(re.match(r"\d\. AsyncOS", s[-1]) for s in stops)
+            assert inside == (page < total), "a stop inside the list, before the question"
+            assert ("\x1b[K" in cli.raw) == (page % 2 == 0 and bool(stops)), "ESC [ K erases the pager line on some"
             cli.proc.stdin.write("\x03")  # ctrl+c: not this time
             await cli.until("> ")
         finally:
@@ -542,6 +576,7 @@ async def test_upgrade_reboot_refuses_port_then_new_version(tmp_path: Path) -> N
     try:
         node = fleet.nodes["esa01"]
         serial, hostname = node.appliance.serial, node.appliance.hostname
+        node.appliance.printing = replace(node.appliance.printing, extra_upgrade_question=True, banner_colour=True)
         # Not pointed at a local server: nothing to upgrade to.
         cli = await RawCLI.open(fleet, "esa01")
         await cli.say("upgrade", "[Y]> ", timeout=20)
@@ -552,6 +587,8 @@ async def test_upgrade_reboot_refuses_port_then_new_version(tmp_path: Path) -> N
         out = await upgrade_by_hand(cli)
         assert "Upgrades available." in out and "16.0.0 build 123 upgrade For Email" in out
         assert "Choose the passphrase option" in out and "Do you wish to proceed with the upgrade?" in out
+        assert "Do you want to send a notification email to the administrators about this upgrade? [N]> " in out
+        assert cli.banner.startswith("\x1b[1;36mAsyncOS 15.0.0"), "colour in the banner"
         assert "Installing application..." in out and "% complete)" in out
         await eventually(lambda: node.appliance.state == "rebooting", what="the reboot")
         with pytest.raises(OSError):
@@ -568,6 +605,8 @@ async def test_upgrade_reboot_refuses_port_then_new_version(tmp_path: Path) -> N
 
 async def test_cluster_prompts_disconnect_footgun_and_reconnect(fleet6: SimFleet) -> None:
     host5, host6 = fleet6.hostnames["esa05"], fleet6.hostnames["esa06"]
+    a5 = fleet6.nodes["esa05"].appliance
+    a5.printing = replace(a5.printing, page_lines=3)
     cli = await RawCLI.open(fleet6, "esa05")
     try:
         out = await cli.say("workqueue status", "[Y]> ")
@@ -578,8 +617,10 @@ async def test_cluster_prompts_disconnect_footgun_and_reconnect(fleet6: SimFleet
         out = await cli.say("LIST", "[]> ")
         for name, host in (("esa05", host5), ("esa06", host6)):
             assert f"Machine {host} (Serial #: {fleet6.serials[name]})" in out
+        before = len(cli.stops)
         out = await cli.say("DISCONNECT", "[]> ")
         assert f"{host5} (group Main_Group)" in out and "esa05" not in out
+        assert [s[-1][:3] for s in cli.stops[before:]] == ["1. "], "the pager stopped inside the machine list"
         number = out.split(host5)[0].rsplit("\n", 1)[1].strip().rstrip(".")
         await cli.say(number, "[Y]> ")
         out = await cli.say("Y", "[]> ")  # back at clusterconfig's menu
@@ -735,6 +776,7 @@ def test_fault_spec_parsing() -> None:
             parse_faults(bad)
 
 
+@pytest.mark.needs("tmux", "ssh")
 def test_openssh_client_walks_the_cli(tmp_path: Path) -> None:
     """A real OpenSSH client, typed into by tmux like a person would; `segtui sim` run as this Python runs it."""
     out = tmp_path / "out" / "fleet.toml"

@@ -44,6 +44,8 @@ TAIL_CHARS = 4096
 QUESTION_CHARS = 16 * 1024
 # An unterminated control sequence at the end of a chunk waits for the next chunk, up to this length.
 HELD_CHARS = 4096
+# A transcript keeps at most this much of one command's output (its beginning and its end).
+TRANSCRIPT_CHARS = 256 * 1024
 # Deadline for the rest of a line that looks like a password question (it may be a menu's heading).
 PASSWORD_QUIET = 0.5
 
@@ -76,12 +78,14 @@ class Answer:
     pattern sees a list's header as well as its items. `reply` is a string or a function of the question text.
     `after` restricts the answer to the question right after one matching that pattern (e.g. the host that belongs
     to the AsyncOS question, not to another service's); `times` limits how often it is used in one command.
+    `defaults_only` answers only questions that have a default (`[...]> `), never a password question.
     """
 
     pattern: str
     reply: str | Callable[[str], str]
     after: str | None = None
     times: int | None = None
+    defaults_only: bool = False
 
     def matches(self, question: str, previous: str) -> bool:
         if self.after is not None and not re.search(self.after, previous, re.IGNORECASE | re.DOTALL):
@@ -94,6 +98,11 @@ class Answer:
 
 # Asked by clustered appliances before machine-level commands: always switch to machine mode.
 MACHINE_MODE = Answer(r"switch to \"?Machine .*mode", "Y")
+
+# Put last in a command's answers where taking the default for every other question is the documented way to walk
+# it (updateconfig SETUP asks one question per update service: DIALOGUES.md section 5). Those questions are then
+# known, not unknown: never recorded nor stopped at. A password question is never answered by it.
+OTHERWISE_DEFAULT = Answer("", "", defaults_only=True)
 
 
 @dataclass(frozen=True)
@@ -122,7 +131,7 @@ class ConnectOptions:
     host: str
     port: int
     credentials: Credentials
-    known_hosts: Path
+    known_hosts: Path | str
     connect_timeout: float = 15.0
     login_timeout: float = 30.0
     keepalive_interval: float = 15.0
@@ -304,6 +313,14 @@ def _is_progress(line: str) -> bool:
     return not text.strip(". \t")
 
 
+def shorten(text: str, limit: int = TRANSCRIPT_CHARS) -> str:
+    """At most `limit` characters: the beginning and the end, with what was left out counted between them."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}\n… {len(text) - 2 * half} characters left out …\n{text[-half:]}"
+
+
 def fold_progress(text: str, keep: int = 1) -> str:
     """Runs of progress lines (rows of dots, `(NN% complete)`) folded to their first and last line."""
     lines = text.split("\n")
@@ -329,7 +346,8 @@ def fold_progress(text: str, keep: int = 1) -> str:
 class _Received:
     """What one command received: all of it (capped) and the text since the last answer (bounded)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, sent: str = "") -> None:
+        self.sent = sent  # what we typed last (the command, then each answer): the appliance may echo it
         self.parts: list[str] = []
         self.size = 0
         self.limit = limit
@@ -364,10 +382,17 @@ class _Received:
         self.mark = self.since_end
 
     def question(self) -> str:
-        """Everything since the last answer (its last QUESTION_CHARS), pager stops and erasures taken out."""
-        return parsers.normalize(self.since[-QUESTION_CHARS:])
+        """Everything since the last answer (its last QUESTION_CHARS), pager stops and erasures taken out,
+        without the echo of what we typed."""
+        text = parsers.normalize(self.since[-QUESTION_CHARS:])
+        if self.since_start == 0 and self.sent.strip():
+            first, sep, rest = text.lstrip("\n").partition("\n")
+            if sep and first.strip() == self.sent.strip():
+                return rest
+        return text
 
-    def answered(self) -> None:
+    def answered(self, reply: str) -> None:
+        self.sent = reply
         self.since = ""
         self.since_start = self.since_end = self.mark = 0
 
@@ -536,7 +561,7 @@ class CLISession:
                 )
             reply = self._choose_answer(command, question, previous, answers, used, default)
             self._send(reply + "\n", command)
-            rx.answered()
+            rx.answered(reply)
             previous = question
 
     async def _more_soon(self, rx: _Received, deadline: float, command: str, on_output: OutputCallback | None) -> bool:
@@ -584,6 +609,8 @@ class CLISession:
         for idx, answer in enumerate((*answers, MACHINE_MODE)):
             if answer.times is not None and used.get(idx, 0) >= answer.times:
                 continue
+            if answer.defaults_only and default is None:
+                continue
             if answer.matches(question, previous):
                 used[idx] = used.get(idx, 0) + 1
                 return answer.reply_to(question)
@@ -615,7 +642,7 @@ class CLISession:
         """
         async with self._lock:
             started = time.time()
-            rx = _Received(self.policy.max_output_bytes)
+            rx = _Received(self.policy.max_output_bytes, command)
             try:
                 self._send(command + "\n", command)
                 raw = await self._read_to_prompt(
@@ -656,7 +683,8 @@ class CLISession:
         self._transcript(
             Exchange(
                 self.redact(command),
-                fold_progress(self.redact(output)),
+                # Redacted before it is shortened: a cut must never leave part of a secret behind.
+                fold_progress(shorten(self.redact(output))),
                 started,
                 time.time(),
                 complete=error is None,
@@ -666,6 +694,7 @@ class CLISession:
 
 
 __all__ = [
+    "OTHERWISE_DEFAULT",
     "Answer",
     "ApplianceError",
     "CLISession",

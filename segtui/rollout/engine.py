@@ -830,12 +830,9 @@ class Rollout:
                 if not rec.cluster_disconnected:
                     continue
                 proc = ApplianceProcedure(self.ctx, self.specs[name], rec)
-
-                async def reconnect(proc: ApplianceProcedure = proc, name: str = name) -> None:
-                    await proc.client.cluster_reconnect(name)
-
                 try:
-                    await proc.step(Step.RECONNECT, self.settings.deadlines.point, reconnect)
+                    # The machine is picked by its own hostname, learned from the appliance.
+                    await proc.step(Step.RECONNECT, self.settings.deadlines.point, proc.reconnect_cluster)
                     rec.cluster_disconnected = False
                     self.journal.save(rec)
                     self._emit(ApplianceStateChanged(appliance=name, state=State.DONE, version=rec.current))

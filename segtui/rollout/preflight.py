@@ -12,20 +12,21 @@ from segtui.asyncos.errors import ApplianceError, ParseError
 from segtui.asyncos.parsers import VersionInfo
 from segtui.asyncos.versions import Version
 from segtui.inventory import ApplianceSpec
-from segtui.rollout.batches import batch_sizes, interleave_groups
+from segtui.rollout import batches
 from segtui.rollout.context import RolloutContext, server_hostport
 from segtui.rollout.engine import RolloutOptions
 from segtui.textsafe import one_line
-from segtui.updates.manifest import PathReport, manifest_url, walk_paths
+from segtui.updates.manifest import PathReport, manifest_url, shown_url, walk_paths
 from segtui.updates.prepare import BaseRelease, ServerCheck, check_server, group_by_base
 
 
 def appliance_problem(exc: BaseException) -> str:
     """Any failure on one appliance as one line for that appliance: typed ones by their message, others by type."""
+    if isinstance(exc, ParseError):  # garbled appliance output (an ApplianceError or not, depending on its origin)
+        text = exc.message if isinstance(exc, ApplianceError) else str(exc)
+        return f"output not understood: {one_line(text, 300)}"
     if isinstance(exc, ApplianceError):
         return one_line(exc.message, 300)
-    if isinstance(exc, ParseError):
-        return f"output not understood: {one_line(str(exc), 300)}"
     if isinstance(exc, TimeoutError):
         return "timed out"
     return f"unexpected error: {type(exc).__name__}: {one_line(str(exc), 300)}"
@@ -148,23 +149,23 @@ class PrepareResult:
     """`segtui prepare`: the fetch_manifest requests per base release and what the update server lacks."""
 
     bases: list[BaseRelease]
-    unreachable: list[str]  # "name: problem" for appliances whose version could not be read
+    not_read: list[str]  # "name: problem" for appliances whose version could not be read
     server: ServerCheck
 
     @property
     def ready(self) -> bool:
-        return self.server.ready and not self.unreachable
+        return self.server.ready and not self.not_read
 
 
 async def prepare(ctx: RolloutContext) -> PrepareResult:
     """Read every appliance's version, group by base release, check the server with the pre-flight's hop walk."""
     checks = await read_versions(ctx)
     infos = {name: c.info for name, c in checks.items() if c.info is not None}
-    unreachable = [f"{name}: {c.problem}" for name, c in sorted(checks.items()) if c.info is None]
+    not_read = [f"{name}: {c.problem}" for name, c in sorted(checks.items()) if c.info is None]
     bases = group_by_base(infos, ctx.target)
     async with httpx.AsyncClient() as http:
         server = await check_server(http, ctx.inventory.update_server, [b.version for b in bases], ctx.target)
-    return PrepareResult(bases, unreachable, server)
+    return PrepareResult(bases, not_read, server)
 
 
 def plan_commands(
@@ -184,9 +185,8 @@ def plan_commands(
     cmds.append("updateconfig  (read the current AsyncOS upgrade settings)")
     base = current
     for i, step in enumerate(steps):
-        url = (
-            manifest_url(ctx.inventory.update_server, base) if base else "<update server>/asyncos/phoebe-<current>.xml"
-        )
+        # The list URL as the operator may see it: update-server credentials masked.
+        url = shown_url(manifest_url(ctx.inventory.update_server, base)) if base else "<list URL for the version>"
         cmds += [f"updateconfig > SETUP: AsyncOS images: own server {host}; list: {url}", "commit"]
         if i == 0:
             cmds.append(f"suspendlistener > 1. All, {delay} s")
@@ -208,13 +208,5 @@ def plan_commands(
 
 
 def plan_batches(ctx: RolloutContext, options: RolloutOptions) -> list[list[str]]:
-    # TODO(d1-engine): use batches.plan_order(specs) once it is on main, so plan and run share one ordering.
-    groups: dict[str, list[str]] = {}
-    for spec in ctx.inventory.appliances:
-        groups.setdefault(spec.group, []).append(spec.name)
-    order = interleave_groups(groups)
-    out: list[list[str]] = []
-    for size in batch_sizes(options.steps(), len(order)):
-        out.append(order[:size])
-        order = order[size:]
-    return out
+    """The batches `segtui run` will take: the engine's own order and cut, so plan and run cannot drift."""
+    return batches.plan_batches(batches.plan_order(ctx.inventory.appliances), options.steps())

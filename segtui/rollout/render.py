@@ -7,8 +7,23 @@ from segtui.rollout.context import RolloutContext
 from segtui.rollout.engine import RolloutOptions
 from segtui.rollout.preflight import ApplianceCheck, PreflightResult, PrepareResult, plan_commands
 from segtui.textsafe import one_line, redact_url
+from segtui.updates.manifest import PathReport
 
 APPLIANCES_DECIDE = "path decided by the appliance's list"
+
+
+_MARK = {"ok": "ok  ", "warning": "WARN", "refused": "BAD "}
+
+
+def _findings(reports: dict[Version, PathReport]) -> list[str]:
+    """One line per manifest finding; a manifest on several bases' way (a hop) is said once."""
+    lines: list[str] = []
+    for _base, report in sorted(reports.items()):
+        for f in report.findings:
+            line = f"{_MARK[f.level]}manifest {f.url}: {one_line(f.text)}"
+            if line not in lines:
+                lines.append(line)
+    return lines
 
 
 def _path_text(check: ApplianceCheck, target: Version) -> str:
@@ -30,10 +45,7 @@ def render_preflight(result: PreflightResult, target: Version) -> list[str]:
         status = "ok  " if a.ok else "BAD "
         problem = f"  {one_line(a.problem)}" if a.problem else ""
         lines.append(f"{status}{a.name:<14} {a.version or '?'!s:<12} {_path_text(a, target)}{problem}")
-    for _base, report in sorted(result.paths.items()):
-        for f in report.findings:
-            mark = {"ok": "ok  ", "warning": "WARN", "refused": "BAD "}[f.level]
-            lines.append(f"{mark}manifest {f.url}: {one_line(f.text)}")
+    lines += _findings(result.paths)
     if result.ok:
         warned = sum(1 for r in result.paths.values() for _ in r.warnings)
         lines.append(f"pre-flight passed{f' with {warned} warning(s)' if warned else ''}")
@@ -70,14 +82,18 @@ def render_plan(
                 way = f"{current or '?'} -> {target}"
             elif check.problem:
                 way = f"{current or '?'}: {one_line(check.problem)}"
-            elif current is not None and current < target and not check.path_known:
+            elif current == target:
+                way = f"{current}: at the target, only `version` is read"
+            elif not check.path_known:
                 way = f"{current} -> {target} ({APPLIANCES_DECIDE})"
             else:
-                way = " -> ".join(str(v) for v in [current or "?", *check.path]) if check.path else f"{current}"
+                way = " -> ".join(str(v) for v in [current or "?", *check.path])
             cluster = f", cluster {spec.cluster}" if spec.cluster else ""
             lines.append(f"  {name} ({spec.host}:{spec.port}, group {spec.group}{cluster}) {way}")
             for warning in check.warnings if check else []:
                 lines.append(f"    warning: {one_line(warning)}")
+            if current == target:
+                continue
             path = check.path if check and check.path_known and check.path else None
             lines += [f"    {cmd}" for cmd in plan_commands(ctx, spec, current, path)]
     return lines
@@ -99,19 +115,18 @@ def render_prepare(result: PrepareResult, fleet: str, update_server: str, target
         lines.append(f"  then the update server must hold: asyncos/{base.tag}.xml and the images it names")
     check = result.server
     lines += ["", f"update server {server}:"]
+    lines += [f"  {line}" for line in _findings(check.reports)]
     for version, report in sorted(check.reports.items()):
-        if report.refused:
-            continue
-        way = " -> ".join(str(v) for v in report.path) if report.path is not None else APPLIANCES_DECIDE
-        lines.append(f"  ok   {version.tag()}.xml -> {way}")
-        lines += [f"  WARN {f.url}: {one_line(f.text)}" for f in report.warnings]
+        if not report.refused:
+            way = " -> ".join(str(v) for v in report.path) if report.path is not None else APPLIANCES_DECIDE
+            lines.append(f"  ok   {version} -> {way}")
     for step, url in check.images_ok:
         lines.append(f"  ok   image {f'{step} ' if step else ''}{url}")
     lines += [f"  WARN {one_line(note)}" for note in check.notes]
     if check.missing:
         lines += ["", "missing:", f"  {'what':<36} {'url':<60} problem"]
         lines += [f"  {m.what:<36} {m.url:<60} {one_line(m.problem)}" for m in check.missing]
-    lines += [f"  unreachable appliance {one_line(line)}" for line in result.unreachable]
+    lines += [f"  BAD  appliance {one_line(line)}" for line in result.not_read]
     if result.ready:
         warned = len(check.notes) + len(check.warnings)
         lines += ["", "ready: nothing is missing" + (f" ({warned} warning(s): check those by hand)" if warned else "")]

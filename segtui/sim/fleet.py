@@ -18,6 +18,7 @@ from segtui.sim.model import (
     FAULTS,
     NEWEST,
     PAGE_SIZES,
+    STARTING_VERSIONS,
     SURGE_DEPTH,
     TAU,
     UPGRADES_LABELS,
@@ -31,7 +32,7 @@ from segtui.sim.model import (
     vtag,
 )
 from segtui.sim.node import SimNode
-from segtui.sim.updateserver import SHAPES, UpdateServer, shapes_for, write_update_root
+from segtui.sim.updateserver import SHAPES, UpdateServer, forms_for, shapes_for, write_update_root
 
 DEFAULT_PASSWORD = "ironport"  # AsyncOS's factory default for admin
 LISTENER_NAMES = ("IncomingMail", "OutgoingMail", "RelayDMZ", "BulkMail")
@@ -89,6 +90,10 @@ def unrelated_hostnames(names: list[str], rng: random.Random) -> dict[str, str]:
     return out
 
 
+# Every appliance alike: only long output (status detail) pages; one label, no extra questions, no VT100.
+PLAIN = Printing(page_lines=40)
+
+
 def printing_for(i: int, rng: random.Random) -> Printing:
     """Seeded printout habits; the labels and page sizes rotate so that every fleet shows several."""
     off = rng.randrange(1000)
@@ -107,11 +112,12 @@ def printing_for(i: int, rng: random.Random) -> Printing:
 
 def starting_version(i: int, n: int) -> SimVersion:
     # A mix: most on 15.0.0-104, every fourth on 15.5.1-055, and one in ten two hops behind.
+    usual, newer, old = STARTING_VERSIONS
     if i % 10 == 7:
-        return (14, 2, 1, 15)
+        return old
     if i % 4 == 3:
-        return (15, 5, 1, 55)
-    return (15, 0, 0, 104)
+        return newer
+    return usual
 
 
 class SimFleet:
@@ -135,7 +141,7 @@ class SimFleet:
     ) -> None:
         """`hostnames`: "unrelated" (default: seeded names like gw7.mail.example.net) or "inventory"
         (`<name>.lab.example.com`). `manifest_shapes`: one of SHAPES for every manifest, or a shape per base
-        release; default: every shape, rotated by the seed. `plain_printouts`: one page size, one label, no
+        release; default: every shape, rotated by the seed. `plain_printouts`: every appliance alike (PLAIN), no
         extra questions (for benchmarks that compare fleet sizes)."""
         if hostnames not in ("unrelated", "inventory"):
             raise ValueError(f"hostnames must be 'unrelated' or 'inventory', not {hostnames!r}")
@@ -165,6 +171,7 @@ class SimFleet:
             self.manifest_shapes = {base: manifest_shapes for base in shapes_for(seed)}
         else:
             self.manifest_shapes = manifest_shapes or shapes_for(seed)
+        self.version_forms = forms_for(seed)
         self.groups: dict[str, MailGroup] = {}
         width = max(2, len(str(appliances)))
         self.names = [f"esa{i:0{width}d}" for i in range(1, appliances + 1)]
@@ -192,7 +199,7 @@ class SimFleet:
         rng = random.Random(self.seed)
         root = self.workdir / "updates"
         self.update_server = UpdateServer(root)
-        write_update_root(root, self.update_server.url, shapes=self.manifest_shapes)
+        write_update_root(root, self.update_server.url, shapes=self.manifest_shapes, forms=self.version_forms)
         self.update_server.start()
         self._http = httpx.AsyncClient(limits=httpx.Limits(max_connections=64))
         cluster_members: set[str] = set()
@@ -226,10 +233,11 @@ class SimFleet:
                 rng=random.Random(rng.random()),
                 config_dir=appliance_dir / "configuration",
                 slbl_enabled=i % 4 != 1,
-                printing=Printing() if self.plain_printouts else printing_for(i, look),
+                printing=PLAIN if self.plain_printouts else printing_for(i, look),
             )
-            # Mail: about 5-50 messages a second each; lifetime counters of a box in service for years.
-            a.base_rate = rng.uniform(150, 1500) / TAU
+            # Mail: about 1-13 messages a second each, so that a healthy queue (rate x TAU) stays in the hundreds
+            # even while a peer's share comes to it; lifetime counters of a box in service for years.
+            a.base_rate = rng.uniform(40, 400) / TAU
             a.received = a.received_at_boot = rng.uniform(2e6, 2e7)
             a.delivered = a.delivered_at_boot = a.received - a.base_rate * TAU
             a.suspended = a.fault("listeners-suspended")
@@ -340,7 +348,9 @@ class SimFleet:
     def summary(self) -> list[str]:
         assert self.update_server is not None
         versions = Counter(vdotted(n.appliance.version) for n in self.nodes.values())
-        shapes = ", ".join(f"{vtag(b)}={shape}" for b, shape in sorted(self.manifest_shapes.items()))
+        shapes = ", ".join(
+            f"{vtag(b)}={shape}/{self.version_forms[b]}" for b, shape in sorted(self.manifest_shapes.items())
+        )
         lines = [
             f"inventory: {self.inventory_path}",
             f"known_hosts: {self.known_hosts_path}",

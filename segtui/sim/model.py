@@ -47,16 +47,21 @@ class Release:
     offers: tuple[SimVersion, ...]  # what the manifest for this base version lists
 
 
-# A little release history: 14.2.1 must hop through 15.0.0 to reach 16.0.0.
+# A little release history: 14.2.1 must hop through 15.0.0 to reach 16.0.0; 15.0.0 is offered a list of four,
+# so that a pager can stop inside it.
 RELEASES: dict[SimVersion, Release] = {
     r.version: r
     for r in (
         Release((14, 2, 1, 15), "2022-11-07", ((15, 0, 0, 104),)),
-        Release((15, 0, 0, 104), "2023-06-12", ((15, 5, 1, 55), (16, 0, 0, 123))),
+        Release((15, 0, 0, 104), "2023-06-12", ((15, 0, 3, 11), (15, 5, 0, 48), (15, 5, 1, 55), (16, 0, 0, 123))),
+        Release((15, 0, 3, 11), "2023-10-02", ((15, 5, 1, 55), (16, 0, 0, 123))),
+        Release((15, 5, 0, 48), "2023-12-04", ((15, 5, 1, 55), (16, 0, 0, 123))),
         Release((15, 5, 1, 55), "2024-03-01", ((16, 0, 0, 123),)),
         Release((16, 0, 0, 123), "2025-02-10", ()),
     )
 }
+# What simulated fleets start on (most often first).
+STARTING_VERSIONS: tuple[SimVersion, ...] = ((15, 0, 0, 104), (15, 5, 1, 55), (14, 2, 1, 15))
 NEWEST: SimVersion = max(RELEASES)
 
 
@@ -140,7 +145,7 @@ class UpdateSettings:
 
 
 UPGRADES_LABELS = ("AsyncOS upgrades", "Cisco AsyncOS upgrades", "AsyncOS Upgrades", "Cisco AsyncOS Upgrades")
-PAGE_SIZES = (5, 9, 14, 7, 22, 11)
+PAGE_SIZES = (5, 9, 3, 14, 7, 22, 4, 11)
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,15 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
-from segtui.sim.model import RELEASES, SimVersion, vdotted, vtag
+from segtui.sim.model import RELEASES, STARTING_VERSIONS, SimVersion, vdotted, vtag
 
 IMAGE_BYTES = 256 * 1024
 
-# elements:  versions as element text, images as full URLs in element text
-# tags:      build tags (phoebe-16-0-0-123) in attributes, images as paths in attributes
-# nested:    <updates><component name="asyncos"><upgrade>, dashed versions (16-0-0-123)
-# namespaced: a default XML namespace, build tags in element text, images as full URLs in attributes
+# elements:   versions as element text, images as full URLs in element text
+# tags:       versions in attributes, images as paths in attributes
+# nested:     <updates><component name="asyncos"><upgrade>, versions as element text, images as paths
+# namespaced: a default XML namespace, versions as element text, images as full URLs in attributes
+# Versions are spelled in one of FORMS per manifest, chosen apart from the shape.
 SHAPES = ("elements", "tags", "nested", "namespaced")
 NAMESPACE = "urn:example:asyncos:upgrade-catalog:2"
 
@@ -33,9 +34,23 @@ def vdashed(v: SimVersion) -> str:
     return f"{v[0]}-{v[1]}-{v[2]}-{v[3]:03d}"
 
 
+FORMS = {"dotted": vdotted, "dashed": vdashed, "tag": vtag}  # 16.0.0-123, 16-0-0-123, phoebe-16-0-0-123
+
+
+def _bases() -> list[SimVersion]:
+    """Base releases, the ones fleets start on first: they get different shapes and spellings."""
+    return [*STARTING_VERSIONS, *(b for b in sorted(RELEASES) if b not in STARTING_VERSIONS)]
+
+
 def shapes_for(seed: int) -> dict[SimVersion, str]:
     """Which shape each base release's manifest has: every shape appears, rotated by the seed."""
-    return {base: SHAPES[(seed + i) % len(SHAPES)] for i, base in enumerate(sorted(RELEASES))}
+    return {base: SHAPES[(seed + i) % len(SHAPES)] for i, base in enumerate(_bases())}
+
+
+def forms_for(seed: int) -> dict[SimVersion, str]:
+    """How each manifest spells versions, independently of its shape."""
+    names = list(FORMS)
+    return {base: names[(seed + i) % len(names)] for i, base in enumerate(_bases())}
 
 
 @dataclass(frozen=True)
@@ -54,14 +69,15 @@ class _Item:
     sha256: str
 
 
-def _render(shape: str, base: SimVersion, items: list[_Item], base_url: str) -> str:
+def _render(shape: str, form: str, base: SimVersion, items: list[_Item], base_url: str) -> str:
+    fmt = FORMS[form]
     head = '<?xml version="1.0" encoding="UTF-8"?>'
     if shape == "elements":
         rows = []
         for it in items:
             rows += [
                 "    <release>",
-                f"      <version>{vdotted(it.version)}</version>",
+                f"      <version>{fmt(it.version)}</version>",
                 f"      <released>{it.date}</released>",
                 f"      <url>{base_url}/{it.path}</url>",
                 f"      <size>{it.size}</size>",
@@ -71,7 +87,7 @@ def _render(shape: str, base: SimVersion, items: list[_Item], base_url: str) -> 
         body = [
             "<updates>",
             "  <product>Secure Email Gateway</product>",
-            f"  <installed>{vdotted(base)}</installed>",
+            f"  <installed>{fmt(base)}</installed>",
             "  <available>",
             *rows,
             "  </available>",
@@ -79,24 +95,24 @@ def _render(shape: str, base: SimVersion, items: list[_Item], base_url: str) -> 
         ]
     elif shape == "tags":
         rows = [
-            f'  <entry build="{vtag(it.version)}" released="{it.date}" href="/{it.path}" '
+            f'  <entry build="{fmt(it.version)}" released="{it.date}" href="/{it.path}" '
             f'bytes="{it.size}" digest="sha256:{it.sha256}"/>'
             for it in items
         ]
-        body = [f'<catalog platform="phoebe" installed="{vtag(base)}">', *rows, "</catalog>"]
+        body = [f'<catalog platform="phoebe" installed="{fmt(base)}">', *rows, "</catalog>"]
     elif shape == "nested":
         rows = []
         for it in items:
             rows += [
                 "    <upgrade>",
-                f"      <target>{vdashed(it.version)}</target>",
+                f"      <target>{fmt(it.version)}</target>",
                 f"      <published>{it.date}</published>",
                 f'      <image path="{it.path}" length="{it.size}" hash="{it.sha256}"/>',
                 "    </upgrade>",
             ]
         body = [
             '<updates schema="2">',
-            f'  <component name="asyncos" running="{vdashed(base)}">',
+            f'  <component name="asyncos" running="{fmt(base)}">',
             *rows,
             "  </component>",
             "</updates>",
@@ -106,12 +122,12 @@ def _render(shape: str, base: SimVersion, items: list[_Item], base_url: str) -> 
         for it in items:
             rows += [
                 "  <offer>",
-                f"    <build>{vtag(it.version)}</build>",
+                f"    <build>{fmt(it.version)}</build>",
                 f"    <date>{it.date}</date>",
                 f'    <image href="{base_url}/{it.path}" octets="{it.size}" sha256="{it.sha256}"/>',
                 "  </offer>",
             ]
-        body = [f'<upgradeList xmlns="{NAMESPACE}">', f"  <from>{vtag(base)}</from>", *rows, "</upgradeList>"]
+        body = [f'<upgradeList xmlns="{NAMESPACE}">', f"  <from>{fmt(base)}</from>", *rows, "</upgradeList>"]
     else:
         raise ValueError(f"unknown manifest shape {shape!r}")
     return "\n".join([head, *body, ""])
@@ -122,10 +138,12 @@ def write_update_root(
     base_url: str,
     *,
     shapes: dict[SimVersion, str] | None = None,
+    forms: dict[SimVersion, str] | None = None,
     omit_images: set[SimVersion] | None = None,
-) -> dict[SimVersion, str]:
-    """Lay out `asyncos/phoebe-<tag>.xml` for every base release, and the images they name; the shapes used."""
+) -> None:
+    """Lay out `asyncos/phoebe-<tag>.xml` for every base release, and the images they name."""
     shapes = shapes or shapes_for(0)
+    forms = forms or forms_for(0)
     asyncos = root / "asyncos"
     (asyncos / "images").mkdir(parents=True, exist_ok=True)
     for base, rel in RELEASES.items():
@@ -136,8 +154,8 @@ def write_update_root(
             if not omit_images or target not in omit_images:
                 (root / path).write_bytes(data)
             items.append(_Item(target, RELEASES[target].date, path, len(data), hashlib.sha256(data).hexdigest()))
-        (asyncos / f"{vtag(base)}.xml").write_text(_render(shapes[base], base, items, base_url.rstrip("/")))
-    return dict(shapes)
+        manifest = _render(shapes[base], forms[base], base, items, base_url.rstrip("/"))
+        (asyncos / f"{vtag(base)}.xml").write_text(manifest)
 
 
 _VERSION = re.compile(r"(?:phoebe-)?(\d+)[.-](\d+)[.-](\d+)-(\d+)$")

@@ -111,9 +111,6 @@ class ManifestReading:
     # (the reference names it, or its element or that element's parent names exactly one version).
     image_versions: tuple[Version | None, ...] = field(default=(), compare=False)
 
-    def newer_than(self, current: Version) -> list[Version]:
-        return sorted(v for v in self.versions if v > current)
-
     def images_for(self, version: Version) -> tuple[str, ...]:
         """The image references for `version`; else those that belong to no version in particular."""
         pairs = list(zip(self.images, self.image_versions or (None,) * len(self.images), strict=True))
