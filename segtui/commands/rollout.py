@@ -6,7 +6,6 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from segtui.commands.common import (
-    EXIT_OK,
     EXIT_PREFLIGHT,
     load,
     lock,
@@ -179,14 +178,13 @@ async def execute(args: argparse.Namespace, rollout: Rollout, *, autostart: bool
 
 
 async def watch(args: argparse.Namespace) -> int:
+    """The dashboard of a rollout another segtui drives, fed from the journal alone (read-only, no SSH)."""
+    from segtui.rollout.journal import JOURNAL_FILE
+
     settings, inventory = load(args)
-    journal_path = settings.state_dir / "journal.sqlite"
-    if not journal_path.is_file():
-        raise InputError([f"{inventory.path}: no journal in {settings.state_dir}: nothing to watch yet"])
-    open_journal(settings).close()  # one clear line if it is unreadable
     try:
-        from segtui.tui import run_watch  # type: ignore[attr-defined,unused-ignore]
+        from segtui.tui.watch import run_watch  # type: ignore[import-not-found,import-untyped,unused-ignore]
     except ImportError:
         raise InputError(["watch: this build has no watch dashboard"]) from None
-    result = await run_watch(journal_path, inventory)
-    return result if isinstance(result, int) else EXIT_OK
+    result: int = await run_watch(settings.state_dir / JOURNAL_FILE, inventory, settings)
+    return result
