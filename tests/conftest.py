@@ -96,7 +96,7 @@ class _DefaultsOnly(Settings):
 
 
 def make_settings(state_dir: Path, **update: object) -> Settings:
-    s = _DefaultsOnly(min_scaled_deadline=8.0).scaled(SCALE)
+    s = _DefaultsOnly(min_scaled_deadline=12.0).scaled(SCALE)
     return s.model_copy(update={"state_dir": state_dir, **update})
 
 

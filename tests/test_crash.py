@@ -23,6 +23,9 @@ min_scaled_deadline = 8
 workqueue = 0.1
 reboot_initial = 0.1
 reboot_max = 0.3
+[guards]
+bake = 0.5
+wait = 30
 [deadlines]
 precheck = 20
 backup = 20

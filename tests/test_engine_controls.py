@@ -79,6 +79,12 @@ async def test_abort_is_final_and_never_waits_for_a_reboot(tmp_path: Path) -> No
         )
         with pytest.raises(InputError, match="aborted by alice@noc"):
             again.attach(last.id)
+        # looked at, not resumed: what is left for a person, nothing journaled
+        actions_before = len(rollout.journal.actions_of(last.id))
+        assert again.review(last.id) == last and again.state.value == "aborted"
+        assert again.outcome() == Outcome.ABORTED
+        assert any(w.appliance == "esa01" for w in again.needs_a_person())
+        assert len(again.journal.actions_of(last.id)) == actions_before
         texts = [e.text for e in rollout.journal.events()]
         assert "alice@noc: abort" in texts and any(t.startswith("aborted") for t in texts)
     finally:
@@ -141,7 +147,7 @@ async def test_suspended_listeners_count_against_max_unavailable(tmp_path: Path)
         assert outcome == Outcome.PAUSED and rollout.records["esa04"].state == State.PENDING
         assert "group dc2: 2 out of service (esa02, esa06 with listeners suspended)" in rollout.pause_reason
         hand = {(w.appliance, w.what) for w in rollout.needs_a_person()}
-        assert ("esa02", "listeners suspended before the rollout (not by segtui)") in hand
+        assert ("esa02", "listeners suspended") in hand and ("esa06", "listeners suspended") in hand
         assert any(w.appliance == "esa06" and "resumelistener" in w.command for w in rollout.needs_a_person())
         assert fleet.nodes["esa04"].appliance.upgrades_done == []
     finally:
@@ -350,5 +356,45 @@ async def test_the_window_closes_and_resume_finishes_the_rest(tmp_path: Path) ->
         again.attach(found[0])
         assert await asyncio.wait_for(again.run(autostart=True), 120) == Outcome.COMPLETED
         assert all(n.appliance.upgrades_done == [UP] for n in fleet.nodes.values())
+    finally:
+        await fleet.stop()
+
+
+async def test_an_aborted_rollout_cut_short_is_made_safe_and_stays_aborted(tmp_path: Path) -> None:
+    fleet = await start_fleet(tmp_path, 4, clusters=False, faults={"esa01": {"drain-stuck"}})
+    try:
+        rollout = make_rollout(
+            fleet, tmp_path, options=RolloutOptions(batch="1", max_unavailable=4), locks=lockdir(tmp_path)
+        )
+        task = asyncio.create_task(rollout.run(autostart=True))
+        await until(lambda: rollout.records["esa01"].step == "drain", what="esa01 draining")
+        a = fleet.nodes["esa01"].appliance
+        assert a.suspended and a.committed.listing != "cisco"
+        # the operator aborted, and segtui died before esa01 was made safe
+        rollout.journal.action("abort", None, "erin@noc")
+        rollout.journal.finish("aborted")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert a.suspended
+        again = Rollout(
+            rollout.inventory, rollout.settings, TARGET, Journal.in_dir(rollout.settings.state_dir), rollout.options
+        )
+        rid = rollout.journal.rollout_id or 0
+        with pytest.raises(InputError, match="aborted by erin@noc"):
+            again.attach(rid)
+        again.attach(rid, who="erin@noc", make_safe=True)
+        outcome = await asyncio.wait_for(again.run(autostart=True), 60)
+        assert outcome == Outcome.ABORTED
+        assert not a.suspended and a.committed.listing == "cisco" and a.upgrades_done == []
+        assert again.records["esa01"].state == State.PENDING and again.records["esa01"].listeners == "active"
+        for name in ("esa02", "esa03", "esa04"):  # nothing new started
+            assert fleet.nodes[name].appliance.upgrades_done == [] and again.records[name].state == State.PENDING
+        info = again.journal.rollout_info(rid)
+        assert (
+            info is not None
+            and info.outcome == "aborted"
+            and again.journal.unfinished(str(again.inventory.path)) is None
+        )
     finally:
         await fleet.stop()

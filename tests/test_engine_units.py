@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import asyncssh
 import pytest
@@ -102,8 +103,14 @@ def test_eta_from_measured_durations_and_frozen_while_paused(tmp_path: Path) -> 
     done.state, done.started, done.finished = State.DONE, now - 600, now - 300  # 300 s
     # 3 left, dc1 (esa02, esa04) and dc2 (esa03) at one at a time each: 2 in parallel, 900 s of work
     assert r.eta(now) == pytest.approx(450)
+    # esa02 under way for 100 s: 200 s left of it
+    r.records["esa02"].started = now - 100
+    r._running["esa02"] = cast(Any, (None, None))
+    assert r.eta(now) == pytest.approx(400)
+    assert r.eta(now + 100) == pytest.approx(350)  # it counts down while running
     r.pause(who="ann")
-    assert r.eta(now + 1000) == pytest.approx(450)  # stopped while paused
+    frozen = r.eta(now + 1000)  # stops while paused, at its value when paused (now)
+    assert frozen == pytest.approx(400, abs=2) and r.eta(now + 5000) == frozen
     r.options.until = now + 100
     assert r.window_left(now) == pytest.approx(100) and r.window_left(now + 500) == 0.0
 
@@ -134,3 +141,28 @@ def test_a_demo_keeps_its_settings_for_resume(tmp_path: Path) -> None:
     r.unpause(max_fail="2")
     row = r.journal.db.execute("SELECT options FROM rollouts WHERE id = ?", (r.journal.rollout_id,)).fetchone()
     assert "_settings" in json.loads(row[0]) and json.loads(row[0])["max_fail"] == "2"
+
+
+async def test_a_timed_out_guard_pauses_the_rollout(tmp_path: Path) -> None:
+    from segtui.rollout.events import GuardTimedOut
+
+    r = offline_rollout(tmp_path, n=4, options=RolloutOptions(batch="100%", concurrency=1, max_unavailable=4))
+    r.begin()
+    r.exit_on_pause = True
+    r.state = RolloutState.RUNNING
+    launched: list[str] = []
+
+    def fake_launch(name: str) -> None:  # the procedure itself is d2's: here only what it tells the engine
+        launched.append(name)
+        if len(launched) == 1:
+            r._emit(GuardTimedOut(appliance=name, reason="peer esa03 work queue 9000 >= 5000"))
+        else:
+            r.records[name].state = State.DONE
+        r._wake.set()
+
+    r._launch = fake_launch  # type: ignore[method-assign]
+    await r._run_batch(["esa01", "esa02", "esa03", "esa04"])
+    assert r.state == RolloutState.PAUSED and r.outcome() == Outcome.PAUSED
+    assert r.pause_reason == f"guard: {launched[0]}: peer esa03 work queue 9000 >= 5000"
+    assert len(launched) == 1  # nothing else started
+    assert sorted(r._retries) == sorted(n for n in ("esa01", "esa02", "esa03", "esa04") if n != launched[0])

@@ -199,10 +199,15 @@ def test_inventory_lock_names_the_holder_and_is_released(tmp_path: Path) -> None
     inv = tmp_path / "fleet.toml"
     inv.write_text("")
     first = InventoryLock(tmp_path / "state", inv, "run")
+    watcher = InventoryLock(tmp_path / "state", inv, "watch")
+    assert watcher.holder() is None
     first.acquire()
+    holder = watcher.holder()
+    assert holder is not None and holder["pid"] == os.getpid() and holder["command"] == "run"
     with pytest.raises(LockHeld, match=f"pid {os.getpid()}.*command run"):
         InventoryLock(tmp_path / "state", inv, "resume").acquire()
     first.release()
+    assert watcher.holder() is None
     with InventoryLock(tmp_path / "state", inv, "resume"):
         pass
 
@@ -310,3 +315,29 @@ def test_appliance_lock_held_by_another_process_then_freed_by_kill(tmp_path: Pat
     while (reason := _locks(tmp_path).acquire("esa01", "127.0.0.1", 2201)) is not None:
         assert time.monotonic() < deadline, reason
     assert lock_key("127.0.0.1", 22) != lock_key("127.0.0.1", 2222)
+
+
+def test_serial_lock_is_kept_when_the_serial_is_learned_again(tmp_path: Path) -> None:
+    mine, other = _locks(tmp_path), _locks(tmp_path)
+    assert mine.acquire("esa01", "10.0.0.1", 22) is None
+    assert mine.acquire_serial("esa01", "SER-1") is None
+    assert mine.acquire_serial("esa01", "SER-1") is None  # after its reboot the procedure learns it again
+    # the same box behind another address (another inventory): refused while held, free once released
+    assert other.acquire("esa99", "esa01.example.com", 22) is None
+    refused = other.acquire_serial("esa99", "SER-1")
+    assert refused is not None and refused.startswith("another segtui (")
+    mine.release("esa01")
+    assert other.acquire_serial("esa99", "SER-1") is None
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="changing a file's owner needs root")
+def test_state_dir_or_journal_of_another_user_refused(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    Journal.in_dir(state).close()
+    os.chown(state / "journal.sqlite", 65534, 65534)
+    with pytest.raises(InputError, match=r"journal.sqlite: the file is owned by \S+ with mode 0600"):
+        Journal.in_dir(state)
+    os.chown(state / "journal.sqlite", 0, 0)
+    os.chown(state, 65534, 65534)
+    with pytest.raises(InputError, match=r"the state directory is owned by \S+ with mode 0700"):
+        Journal.in_dir(state)

@@ -3,14 +3,11 @@ upgrade is confirmed only to the target or the planned hop."""
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
-from segtui.asyncos import session
-from segtui.asyncos.commands import Appliance
 from segtui.asyncos.versions import Version
 from segtui.rollout.events import Note, State
 from segtui.settings import DialogueSettings
@@ -18,15 +15,7 @@ from segtui.sim.shell import ApplianceShell
 from tests.conftest import TARGET, start_fleet
 from tests.procedure_helpers import Harness
 
-needs_dialogue_policy = pytest.mark.skipif(
-    not hasattr(session, "DialoguePolicy"), reason="the driver's dialogue policy (issue 11) has not landed yet"
-)
-needs_allowed = pytest.mark.skipif(
-    "allowed" not in inspect.signature(Appliance.upgrade).parameters,
-    reason="the driver's allowed releases for upgrade (issue 11) have not landed yet",
-)
-
-QUESTION = "Do you want to notify the change board before suspending? [N]> "
+QUESTION = "Do you want to notify the change board before suspending?"
 
 
 @pytest.fixture
@@ -36,14 +25,11 @@ def extra_question(monkeypatch: pytest.MonkeyPatch) -> None:
 
     async def cmd_suspend(self: ApplianceShell) -> None:
         await original(self)
-        self.term.line()
-        self.term.write(QUESTION)
-        await self.term.readline()
+        await self.d.ask(("", QUESTION), "N")
 
     monkeypatch.setattr(ApplianceShell, "cmd_suspend", cmd_suspend)
 
 
-@needs_dialogue_policy
 @pytest.mark.usefixtures("extra_question")
 async def test_unknown_question_takes_the_default_and_is_recorded(tmp_path: Path) -> None:
     fleet = await start_fleet(tmp_path, 1, clusters=False)
@@ -52,16 +38,14 @@ async def test_unknown_question_takes_the_default_and_is_recorded(tmp_path: Path
         h = Harness(fleet, tmp_path)
         assert await h.procedure("esa01").run() == State.DONE
         rec = h.rollout.journal.records()["esa01"]
-        assert len(rec.unrecognized_questions) == 1
-        q = rec.unrecognized_questions[0]
-        assert q["command"] == "suspendlistener" and "notify the change board" in q["question"]
+        ours = [q for q in rec.unrecognized_questions if "notify the change board" in q["question"]]
+        assert len(ours) == 1 and ours[0]["command"] == "suspendlistener" and ours[0]["ts"] > 0
         warnings = [n for n in h.of(Note, "esa01") if n.level == "warning" and "notify the change board" in n.text]
         assert warnings
     finally:
         await fleet.stop()
 
 
-@needs_dialogue_policy
 @pytest.mark.usefixtures("extra_question")
 async def test_unknown_question_with_stop_fails_the_step_cleanly(tmp_path: Path) -> None:
     fleet = await start_fleet(tmp_path, 1, clusters=False)
@@ -71,8 +55,12 @@ async def test_unknown_question_with_stop_fails_the_step_cleanly(tmp_path: Path)
         h = Harness(fleet, tmp_path, dialogue=DialogueSettings(on_unknown_question="stop"))
         assert await h.procedure("esa01").run() == State.FAILED
         rec = h.rollout.records["esa01"]
-        assert rec.unrecognized_questions and rec.error
-        # Cleanly: listeners resumed, update settings put back, nothing upgraded.
+        assert [q["command"] for q in rec.unrecognized_questions] == ["suspendlistener"]
+        assert "notify the change board" in rec.unrecognized_questions[0]["question"]
+        assert rec.error is not None and "suspendlistener" in rec.error
+        # Cleanly: the listeners it had suspended are resumed, update settings put back, nothing upgraded.
+        events = [what for name, what in fleet.events if name == "esa01" and what in ("suspended", "resumed")]
+        assert events == ["suspended", "resumed"]
         assert not a.suspended and a.committed.images == "cisco" and a.upgrades_done == []
     finally:
         await fleet.stop()
@@ -94,7 +82,6 @@ async def test_allowed_versions_are_the_target_and_the_planned_hop(tmp_path: Pat
         await fleet.stop()
 
 
-@needs_allowed
 async def test_an_offer_outside_the_plan_is_never_confirmed(tmp_path: Path) -> None:
     fleet = await start_fleet(tmp_path, 1, clusters=False)
     try:

@@ -78,6 +78,8 @@ async def test_reboot_polling_exchanges_are_journaled(tmp_path: Path) -> None:
         steps = h.rollout.journal.steps_of("esa01")
         reboot = next(s for s in steps if s[0] == Step.REBOOT.value)
         rows = h.rollout.journal.commands_of("esa01")
+        # `upgrade` itself is there, up to the reboot that dropped the session.
+        assert any(cmd == "upgrade" and "Rebooting" in out for _, cmd, out in rows)
         # The poller's `version` on the way back is in the appliance's transcript, during the REBOOT step.
         during = [(cmd, out) for ts, cmd, out in rows if reboot[1] <= ts <= (reboot[2] or ts)]
         assert any(cmd == "version" and str(TARGET) in out for cmd, out in during), during

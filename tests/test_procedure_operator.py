@@ -68,11 +68,31 @@ async def test_suspended_by_this_rollouts_operator_is_not_a_sign(tmp_path: Path)
         a = fleet.nodes["esa01"].appliance
         a.suspended = True
         h = Harness(fleet, tmp_path)
-        # The engine marks listeners the operator suspended from segtui (change_listeners).
-        setattr(h.rollout.records["esa01"], "suspended_by_operator", True)  # noqa: B010 - the engine's field
+        # The operator suspends them from segtui (the engine journals it) before the rollout reaches it.
+        a.suspended = False
+        assert await h.rollout.change_listeners(["esa01"], suspend=True) == {"esa01": "suspended"}
+        assert a.suspended
         state = await h.procedure("esa01").run()
         assert state == State.DONE, h.rollout.records["esa01"].error
         assert a.version == (16, 0, 0, 123)
         assert a.suspended  # theirs: left suspended
+        rec = h.rollout.records["esa01"]
+        assert rec.suspended_elsewhere and not rec.suspended_by_us and rec.listeners == "suspended"
+    finally:
+        await fleet.stop()
+
+
+async def test_an_upgrade_already_under_way_is_someone_elses(tmp_path: Path) -> None:
+    fleet = await _fleet(tmp_path)
+    try:
+        a = fleet.nodes["esa01"].appliance
+        a.upgrade_busy = True  # another operator's `upgrade` runs on it (not visible to a cheap pre-check)
+        h = Harness(fleet, tmp_path)
+        assert await h.procedure("esa01").run() == State.NEEDS_ATTENTION
+        rec = h.rollout.records["esa01"]
+        assert rec.error is not None and "another upgrade is under way" in rec.error
+        # What we had done is undone: receiving again, update settings put back; not upgraded by us.
+        assert not a.suspended and a.committed.images == "cisco" and a.upgrades_done == []
+        assert not rec.suspended_by_us and not rec.pointed and rec.confirmed_upgrade_to is None
     finally:
         await fleet.stop()

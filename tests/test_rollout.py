@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from segtui.rollout.engine import RolloutOptions
-from segtui.rollout.events import RolloutEvent, StepStarted, WorkQueueDepth
+from segtui.rollout.events import RolloutEvent, State, StepStarted, WorkQueueDepth
 from segtui.rollout.report import build_report, write_report
 from tests.conftest import TARGET, TEST_PASSWORD, make_rollout, start_fleet
 
@@ -284,7 +284,7 @@ async def test_resume_trusts_the_appliance_over_the_journal(tmp_path: Path) -> N
     try:
         first = make_rollout(fleet, tmp_path)
         rec = first.records["esa01"]
-        rec.state, rec.step, rec.suspended_by_us, rec.listeners = "running", "suspend", True, "suspended"
+        rec.state, rec.step, rec.suspended_by_us, rec.listeners = State.RUNNING, "suspend", True, "suspended"
         first.journal.save(rec)
         rollout_id = first.journal.rollout_id
         assert rollout_id is not None and not fleet.nodes["esa01"].appliance.suspended
@@ -318,7 +318,7 @@ async def test_longest_procedures_start_first_within_a_batch(tmp_path: Path) -> 
 
     def fake_launch(name: str) -> None:  # the procedure itself is tested elsewhere
         launched.append(name)
-        rollout.records[name].state = "done"
+        rollout.records[name].state = State.DONE
         rollout._wake.set()
 
     rollout._launch = fake_launch  # type: ignore[method-assign]

@@ -30,6 +30,7 @@ from segtui.asyncos.parsers import (
     WorkQueueStatus,
 )
 from segtui.asyncos.session import (
+    OTHERWISE_DEFAULT,
     Answer,
     CLISession,
     ConnectOptions,
@@ -346,6 +347,8 @@ class Appliance:
             answers.append(Answer(r"hostname and port of the HTTP server", source.images, after=images_q))
         if list_own:
             answers.append(Answer(r"full HTTP URL of the update list", source.manifest, after=list_q))
+        # Every other service's question, and the menu when SETUP returns to it: the default, by design.
+        answers.append(OTHERWISE_DEFAULT)
         out = await self._run("updateconfig", answers=answers)
         failure = parsers.find_marker(out, (*parsers.COMMAND_ERROR_MARKERS, "You must enter"))
         if failure:
@@ -380,7 +383,10 @@ class Appliance:
         """Export the safelist/blocklist; None when the feature is off."""
         out = await self._run(
             "slblconfig",
-            answers=[Answer(r"Choose the operation you want to perform", "EXPORT", times=1)],
+            answers=[
+                Answer(r"Choose the operation you want to perform", "EXPORT", times=1),
+                Answer(r"Choose the operation you want to perform", ""),  # the menu again: leave
+            ],
             timeout=self.timeouts.backup,
         )
         return self._parse(parsers.parse_slbl_export, out)
@@ -633,6 +639,7 @@ class Appliance:
                 Answer(r"Choose the operation you want to perform", op, times=1),
                 Answer(r"Choose the machine\(s\)", choose),
                 Answer(r"Are you sure", "Y"),
+                Answer(r"Choose the operation you want to perform", ""),  # the menu again: leave
             ],
         )
         if not re.search(success, out, re.IGNORECASE):

@@ -50,11 +50,26 @@ class ApplianceLocks:
         self._held[name] = lock
         return None
 
+    def acquire_serial(self, name: str, serial: str) -> str | None:
+        """A second lock by serial number, held with the address lock until `release(name)`."""
+        key = f"serial-{hashlib.sha256(serial.encode()).hexdigest()[:16]}.lock"
+        mine = self._held.get(f"{name}\0serial")
+        if mine is not None and mine.path.name == key:
+            return None  # learned again (after the reboot): already ours
+        lock = FileLock(self.dir / key, {"appliance": f"serial {serial}", "rollout": self.description})
+        holder = lock.try_acquire()
+        if holder is not None:
+            return f"another segtui ({holder_text(holder)}) is working on it: nothing more done"
+        self._held[f"{name}\0serial"] = lock
+        return None
+
     def release(self, name: str) -> None:
-        lock = self._held.pop(name, None)
-        if lock is not None:
-            lock.release()
+        for key in (name, f"{name}\0serial"):
+            lock = self._held.pop(key, None)
+            if lock is not None:
+                lock.release()
 
     def release_all(self) -> None:
-        for name in list(self._held):
-            self.release(name)
+        for key in list(self._held):
+            lock = self._held.pop(key)
+            lock.release()

@@ -6,24 +6,17 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
-import asyncssh
-
-from segtui.asyncos import session as _session
 from segtui.asyncos.commands import Appliance, CommandTimeouts
 from segtui.asyncos.parsers import UpgradeSource
-from segtui.asyncos.session import ConnectOptions, Credentials, Exchange
+from segtui.asyncos.session import ConnectOptions, Credentials, DialoguePolicy, Exchange, UnknownQuestionSink
 from segtui.asyncos.versions import Version
 from segtui.inventory import ApplianceSpec, Inventory
 from segtui.rollout.events import CommandExchanged, RolloutEvent
 from segtui.rollout.journal import Journal
 from segtui.settings import Settings
 from segtui.textsafe import Redactor, clean
-
-# A question no dialogue rule knows: (command, question text) -> None.
-UnknownQuestion = Callable[[str, str], None]
 
 
 def _no_peers(_name: str) -> list[ApplianceSpec]:
@@ -44,7 +37,6 @@ class RolloutContext:
     target: Version
     journal: Journal
     emit: Callable[[RolloutEvent], None]
-    known_hosts: dict[Path, asyncssh.SSHKnownHosts] = field(default_factory=dict)
     handshakes: asyncio.Semaphore = field(init=False)  # from settings.ssh.max_handshakes
     staged: dict[str, Version] = field(default_factory=dict)  # images `segtui stage` left on appliances
     # Set by the engine: the peers of an appliance's capacity group that are in service right now.
@@ -57,8 +49,6 @@ class RolloutContext:
     def __post_init__(self) -> None:
         self.redactor = Redactor([a.password for a in self.inventory.appliances])
         self.redactor.add(urlsplit(self.inventory.update_server).password)
-        if not self.known_hosts:
-            self.known_hosts = self.inventory.load_known_hosts()
         self.handshakes = asyncio.Semaphore(self.settings.ssh.max_handshakes)
         for name, (state, version, _note) in self.journal.staged(str(self.inventory.path)).items():
             if state == "staged" and version:
@@ -94,7 +84,7 @@ class RolloutContext:
         return clean(text, self.redactor)
 
     def appliance(
-        self, spec: ApplianceSpec, *, journal_commands: bool = True, on_unknown: UnknownQuestion | None = None
+        self, spec: ApplianceSpec, *, journal_commands: bool = True, on_unknown: UnknownQuestionSink | None = None
     ) -> Appliance:
         d = self.settings.deadlines
 
@@ -116,18 +106,9 @@ class RolloutContext:
             ),
             transcript=record,
             handshakes=self.handshakes,
-            **self._dialogue_options(on_unknown),
+            policy=DialoguePolicy(
+                on_unknown=self.settings.dialogue.on_unknown_question,
+                max_output_bytes=self.settings.dialogue.max_output_bytes,
+            ),
+            on_unknown=on_unknown,
         )
-
-    def _dialogue_options(self, on_unknown: UnknownQuestion | None) -> dict[str, Any]:
-        # The driver's dialogue policy (issue 11) is being built in parallel: pass it once it exists.
-        policy_cls = getattr(_session, "DialoguePolicy", None)
-        if policy_cls is None:
-            return {}
-        dialogue = self.settings.dialogue
-        options: dict[str, Any] = {
-            "policy": policy_cls(on_unknown=dialogue.on_unknown_question, max_output_bytes=dialogue.max_output_bytes)
-        }
-        if on_unknown is not None:
-            options["on_unknown"] = on_unknown
-        return options

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import shlex
 import time
 from collections.abc import Callable
@@ -32,6 +31,8 @@ from segtui.rollout.events import (
     ApplianceStateChanged,
     BatchFinished,
     BatchStarted,
+    GuardTimedOut,
+    IdentityLearned,
     ListenersChanged,
     Note,
     OperatorActed,
@@ -43,7 +44,7 @@ from segtui.rollout.events import (
     Step,
     log_entry,
 )
-from segtui.rollout.journal import ApplianceRecord, Journal, operator
+from segtui.rollout.journal import ApplianceRecord, Journal, RolloutRow, operator
 from segtui.rollout.procedure import Aborted, ApplianceProcedure
 from segtui.rollout.window import clock_text
 from segtui.settings import Settings
@@ -120,6 +121,7 @@ class Rollout:
         self.state = RolloutState.READY
         self._subscribers: list[Callable[[RolloutEvent], None]] = []
         self.ctx = RolloutContext(inventory, settings, target, journal, self._emit)
+        self.ctx.in_service_peers = self.in_service_peers
         self.records: dict[str, ApplianceRecord] = {}
         self.specs: dict[str, ApplianceSpec] = {a.name: a for a in inventory.appliances}
         self._started = asyncio.Event()
@@ -130,14 +132,13 @@ class Rollout:
         self._plan: list[list[str]] = []
         self._retries: list[str] = []
         self._in_flight_first: list[str] = []
-        self._given_up_in_reboot: dict[str, str] = {}
-        self._background: set[asyncio.Future[Any]] = set()
         self.batch_index = 0
         self.batch_total = 0
         self.started_at: float | None = None
         self.notes = FleetNotes()
         self.pause_reason = ""
         self._window_closed = False
+        self._pending_pause: str | None = None
         self._eta_frozen: float | None = None
         self._budget = options.budget()
         self._journal_extra: dict[str, Any] = {}
@@ -153,6 +154,12 @@ class Rollout:
     def _emit(self, event: RolloutEvent) -> None:
         if isinstance(event, ApplianceStateChanged):
             self._wake.set()
+        elif isinstance(event, GuardTimedOut):
+            # An overloaded group is for the operator to judge: the appliance is pending again, the rollout pauses.
+            self._pending_pause = f"{event.appliance}: {event.reason}"
+            self._wake.set()
+        elif isinstance(event, IdentityLearned) and event.serial:
+            self._lock_serial(event.appliance, event.serial)
         entry = log_entry(event)
         if entry is not None and self.journal.rollout_id is not None:
             kind, appliance, text = entry
@@ -205,11 +212,25 @@ class Rollout:
         self.batch_index = 0
         self.batch_total = len(self._plan)
 
-    def attach(self, rollout_id: int, who: str | None = None) -> None:
-        """Continue a journaled rollout after segtui stopped or crashed; an aborted one is refused."""
+    def attach(self, rollout_id: int, who: str | None = None, *, make_safe: bool = False) -> None:
+        """Continue a journaled rollout after segtui stopped or crashed; an aborted one is refused.
+
+        `make_safe`: for an aborted rollout whose segtui stopped before its appliances in flight were safe,
+        `run()` finishes only those (made safe before their upgrade, or through reboot and verify after it)
+        and starts nothing else; the rollout stays aborted.
+        """
         info = self.journal.rollout_info(rollout_id)
-        if info is not None and info.outcome == Outcome.ABORTED:
+        aborted = info is not None and info.outcome == Outcome.ABORTED
+        if aborted and not make_safe:
+            assert info is not None
             raise InputError([f"{info.describe()}; an aborted rollout is final: `segtui run` starts a new one"])
+        if aborted:
+            self.review(rollout_id)
+            self.journal.attach(rollout_id)
+            self._act("make-safe", None, who)
+            self._in_flight_first = [n for n, r in self.records.items() if r.state == State.RUNNING]
+            self._started.set()
+            return
         if info is not None and "_settings" in info.options:
             self._journal_extra["_settings"] = info.options["_settings"]
         self.journal.attach(rollout_id)
@@ -238,6 +259,29 @@ class Rollout:
         # Appliances caught mid-procedure by a crash go first: they are already out of service.
         order = [n for batch in plan for n in batch]
         self._in_flight_first = [n for n in order if self.records[n].state == State.RUNNING]
+
+    def review(self, rollout_id: int) -> RolloutRow | None:
+        """Load a journaled rollout to look at it, changing nothing (resume's refusal, history, `segtui watch`).
+
+        Records, batches and state come from the journal; nothing is journaled. Call again to refresh.
+        """
+        info = self.journal.rollout_info(rollout_id)
+        if info is None:
+            return None
+        records = self.journal.records(rollout_id)
+        self.records = {s.name: records.get(s.name, ApplianceRecord(name=s.name)) for s in self.inventory.appliances}
+        known = set(self.specs)
+        self._plan = [b for b in ([n for n in batch if n in known] for batch in self.journal.batches(rollout_id)) if b]
+        self.batch_total = len(self._plan)
+        self.batch_index = sum(1 for b in self._plan if any(self.records[n].state != State.PENDING for n in b))
+        self.started_at = info.started
+        if info.outcome == Outcome.ABORTED:
+            self.state = RolloutState.ABORTED
+        elif info.outcome is not None:
+            self.state = RolloutState.DONE
+        else:
+            self.state = RolloutState.PAUSED if self.started_at else RolloutState.READY
+        return info
 
     # --- what the screens ask ------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
@@ -472,19 +516,9 @@ class Rollout:
             self._started.set()
 
     def _give_up_reboot(self, name: str, reason: str) -> None:
-        """Stop waiting for a reboot: the appliance becomes needs-attention, the rest goes on."""
-        proc, task = self._running[name]
-        give_up = getattr(proc, "give_up", None)
-        if give_up is not None:
-            result = give_up(reason)
-            if inspect.isawaitable(result):
-                pending = asyncio.ensure_future(result)
-                self._background.add(pending)
-                pending.add_done_callback(self._background.discard)
-            return
-        # The procedure has no give-up of its own: cancel the wait; `done` below records the outcome.
-        self._given_up_in_reboot[name] = reason
-        task.cancel()
+        """Stop waiting for a reboot: the procedure ends needs-attention (saying what is left), the rest goes on."""
+        proc, _task = self._running[name]
+        proc.give_up(reason)
 
     def skip(self, name: str, who: str | None = None) -> str:
         refusal = self.can("skip", name)
@@ -542,16 +576,15 @@ class Rollout:
         return f"{name}: {'queued to be re-probed' if reprobe else 'queued again'}"
 
     def override_guard(self, name: str, who: str | None = None) -> str:
+        """Let an appliance past the mail-flow guard it waits on, or its bake."""
         refusal = self.can("override_guard", name)
         if refusal is not None:
             return refusal
         proc, _ = self._running[name]
-        override = getattr(proc, "override_guard", None)
-        if override is None:
-            return f"{name}: no guard holds it"
+        if not proc.override_guard():
+            return f"{name}: no guard or bake is holding it"
         self._act("override-guard", name, who)
-        result = override()
-        return result if isinstance(result, str) else f"{name}: guard overridden"
+        return f"{name}: guard overridden"
 
     async def change_listeners(self, names: list[str], suspend: bool, who: str | None = None) -> dict[str, str]:
         """Suspend or resume listeners on appliances outside the procedure (operator action)."""
@@ -601,6 +634,8 @@ class Rollout:
             self.start()
         await self._started.wait()
         try:
+            if self.state == RolloutState.ABORTED and self._in_flight_first:
+                await self._make_in_flight_safe()
             while self.state != RolloutState.ABORTED:
                 if self.state == RolloutState.PAUSED:
                     if self.exit_on_pause:
@@ -637,6 +672,15 @@ class Rollout:
         finally:
             await self._wait_for_running()
         return self._finish()
+
+    async def _make_in_flight_safe(self) -> None:
+        """An aborted rollout's appliances caught in flight: each brought to a safe end, nothing new started."""
+        names, self._in_flight_first = self._in_flight_first, []
+        for name in names:
+            self._launch(name)
+            if name in self._running:
+                self._running[name][0].request_stop(Aborted(State.PENDING, "aborted earlier: made safe"))
+        await self._wait_for_running()
 
     def _batch_finished(self, names: list[str], failures: int, retries: bool) -> BatchFinished:
         states = [self.records[n].state.value for n in names]
@@ -719,6 +763,16 @@ class Rollout:
             )
         }
 
+    def in_service_peers(self, name: str) -> list[ApplianceSpec]:
+        """The other members of the appliance's capacity group that carry mail right now (listeners active):
+        the ones that take its share while it is out of service (the capacity guard checks them)."""
+        group = self.specs[name].group
+        return [
+            spec
+            for n, spec in self.specs.items()
+            if n != name and spec.group == group and self.records[n].listeners == "active"
+        ]
+
     def _blocked(self, name: str) -> str | None:
         """Why the appliance cannot start now (capacity, cluster, concurrency), or None."""
         spec = self.specs[name]
@@ -745,9 +799,12 @@ class Rollout:
             self._retries = []
             if self.state == RolloutState.ABORTED:
                 break
+            self._take_pending_pause()
             if self.state == RolloutState.RUNNING:
                 blocked: list[str] = []
                 for name in list(waiting):
+                    if self._pending_pause is not None:
+                        break  # a guard timed out: nothing more starts
                     rec = self.records[name]
                     if rec.state not in (State.PENDING, State.RUNNING):
                         waiting.remove(name)  # skipped meanwhile
@@ -760,11 +817,11 @@ class Rollout:
                         self._launch(name)
                     else:
                         blocked.append(why)
-                if waiting and not self._running:
+                if not self._take_pending_pause() and waiting and not self._running:
                     if blocked:
                         # Nothing in flight will free capacity: a person has to resume listeners or raise the limit.
                         self._auto_pause(f"cannot start anything: {blocked[0]}")
-                    else:
+                    elif self.options.until is not None:
                         self._close_window()
             if not waiting and not self._running:
                 break
@@ -775,6 +832,14 @@ class Rollout:
         # Stopped early: whatever did not start stays pending and joins the next batch or pass.
         left = [n for n in waiting if self.records[n].state == State.PENDING]
         self._retries = left + [n for n in self._retries if n not in left]
+
+    def _take_pending_pause(self) -> bool:
+        """A guard timed out: the rollout pauses (an overloaded group is for the operator to judge)."""
+        if self._pending_pause is None:
+            return False
+        reason, self._pending_pause = self._pending_pause, None
+        self._auto_pause(f"guard: {reason}")
+        return True
 
     def _launch(self, name: str) -> None:
         spec = self.specs[name]
@@ -791,22 +856,23 @@ class Rollout:
         task = asyncio.create_task(proc.run(), name=f"upgrade-{name}")
         self._running[name] = (proc, task)
 
-        def done(t: asyncio.Task[State]) -> None:
+        def done(_t: asyncio.Task[State]) -> None:
             self._running.pop(name, None)
             self._locks.release(name)
-            reason = self._given_up_in_reboot.pop(name, None)
-            if reason is not None and t.cancelled():
-                rec.state = State.NEEDS_ATTENTION
-                rec.error = reason
-                rec.step = None
-                rec.finished = time.time()
-                if rec.suspended_by_us:
-                    rec.listeners = "unknown"
-                self.journal.save(rec)
-                self._emit(ApplianceStateChanged(appliance=name, state=rec.state, version=rec.current, error=reason))
+            if rec.state == State.PENDING and self.state != RolloutState.ABORTED and name not in self._retries:
+                self._retries.insert(0, name)  # put back (a guard timed out): it goes again after the pause
             self._wake.set()
 
         task.add_done_callback(done)
+
+    def _lock_serial(self, name: str, serial: str) -> None:
+        """The same box may sit in two inventories under two addresses: once its serial is known, lock that too."""
+        if name not in self._running:
+            return
+        refused = self._locks.acquire_serial(name, serial)
+        if refused is not None:
+            proc, _ = self._running[name]
+            proc.give_up(f"serial {serial}: {refused}")
 
     async def _reconnect_clusters(self) -> None:
         if self.state == RolloutState.ABORTED:

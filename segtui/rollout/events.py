@@ -215,6 +215,14 @@ def log_entry(event: RolloutEvent) -> tuple[str, str | None, str] | None:
         return "batch-end", None, event.summary or f"batch {event.index} finished: {event.failures} failure(s)"
     if isinstance(event, RolloutStateChanged):
         return "rollout", None, event.state.value + (f": {event.reason}" if event.reason else "")
+    if isinstance(event, GuardWaiting):
+        return "guard", event.appliance, event.reason
+    if isinstance(event, GuardTimedOut):
+        return "guard", event.appliance, f"guard gave up waiting: {event.reason}"
+    if isinstance(event, BakeFinished):
+        return "bake", event.appliance, f"bake {event.verdict}" + (f": {event.message}" if event.message else "")
+    if isinstance(event, IdentityLearned):
+        return "identity", event.appliance, f"hostname {event.hostname or '?'}, serial {event.serial or '?'}"
     if isinstance(event, OperatorActed):
         return "action", None, f"{event.who}: {event.action}" + (f" {event.target}" if event.target else "")
     return None
@@ -235,7 +243,8 @@ class IdentityLearned(ApplianceEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class GuardWaiting(ApplianceEvent):
-    """The capacity guard holds this appliance in service: `reason` names the peer and what is wrong."""
+    """The capacity guard holds this appliance in service: `reason` names the peer and what is wrong
+    (`esa03 work queue 12,340 > 5,000`); the journal's message reads `waiting: <reason>`."""
 
     reason: str
     since: float  # epoch seconds the wait began
@@ -256,7 +265,8 @@ class BakeSampled(ApplianceEvent):
     queue: int
     received: int | None
     completed: int | None
-    ends: float  # epoch seconds the bake ends
+    until: float  # epoch seconds the bake ends
+    sample: str  # the sample in words, for the dashboard: `Online, queue 120, received 1,200, completed 1,105`
 
 
 @dataclass(frozen=True, kw_only=True)

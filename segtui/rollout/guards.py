@@ -90,7 +90,8 @@ class CapacityGuard:
     ) -> tuple[str, str]:
         """Wait until the peers can take the mail; returns (outcome, note): passed, no-peers or overridden.
 
-        Raises GuardTimeout past `guards.wait`. `on_wait(reason, since)` is called whenever the reason changes.
+        Raises GuardTimeout past `guards.wait`. `on_wait(reason, since)` is called whenever the reason changes
+        (`esa03 work queue 12,340 > 5,000`; several peers joined by `; `).
         """
         peers = self.peers()
         if not peers:
@@ -108,13 +109,13 @@ class CapacityGuard:
                 if not problems:
                     note = f"{len(peers)} peer(s) ready" + (f" after waiting on: {last_reason}" if last_reason else "")
                     return "passed", note
-                reason = "waiting: " + "; ".join(problems)
+                reason = "; ".join(problems)
                 if reason != last_reason:
                     last_reason = reason
                     on_wait(reason, since)
                 left = end - time.monotonic()
                 if left <= 0:
-                    raise GuardTimeout(self.spec.name, f"{reason} (for {g.wait:g} s): back to pending")
+                    raise GuardTimeout(self.spec.name, f"waited {g.wait:g} s on: {reason}; back to pending")
                 try:
                     async with asyncio.timeout(min(left, self.ctx.settings.polling.workqueue)):
                         await interrupt.wait()
@@ -138,8 +139,8 @@ class BakeSample:
             t=t if t is not None else time.time(),
             status=status.system_status,
             queue=status.workqueue_messages,
-            received=getattr(status, "received", None),
-            completed=getattr(status, "completed", None),
+            received=status.received,
+            completed=status.completed,
         )
 
     def brief(self) -> str:

@@ -80,6 +80,27 @@ class InventoryLock:
     def release(self) -> None:
         self._lock.release()
 
+    def holder(self) -> dict[str, object] | None:
+        """Who holds the lock now (pid, who, since, command), or None: for `segtui watch`, taking nothing."""
+        nofollow = getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(self.path, os.O_RDONLY | nofollow)
+        except OSError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                try:
+                    data = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+                except (ValueError, OSError):
+                    data = {}
+                return data if isinstance(data, dict) else {}
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
     def __enter__(self) -> InventoryLock:
         self.acquire()
         return self

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -42,7 +41,7 @@ from segtui.rollout.events import (
 from segtui.rollout.guards import BakeFailed, BakeSample, CapacityGuard, GuardTimeout, bake
 from segtui.rollout.journal import ApplianceRecord
 from segtui.rollout.reboot import RebootPoller, RebootTimeout, WrongVersion
-from segtui.textsafe import strip_url_credentials
+from segtui.textsafe import one_line, strip_url_credentials
 
 T = TypeVar("T")
 
@@ -96,10 +95,6 @@ class IdentityChanged(ApplianceError):
 
 class OtherOperator(ApplianceError):
     """Signs that someone else is at work on the appliance: refused before anything is changed."""
-
-
-# Refused before anything was changed on the appliance: flagged for a human, nothing to undo.
-HANDS_OFF = (IdentityChanged, OtherOperator)
 
 
 # Failures after which the appliance cannot be reached to resume it: flagged for a human.
@@ -210,9 +205,8 @@ class ApplianceProcedure:
             {"command": self.ctx.clean(command), "question": question, "ts": time.time()}
         )
         self.save()
-        last = question.splitlines()[-1] if question else "?"
         verb = "stopping" if self.ctx.settings.dialogue.on_unknown_question == "stop" else "took its default"
-        self.note(f"`{command}` asked a question segtui does not know ({verb}): {last}", "warning")
+        self.note(f"`{command}` asked a question segtui does not know ({verb}): {one_line(question, 200)}", "warning")
 
     def _step_finished(self, step_id: int, step: Step, ok: bool, message: str = "") -> None:
         message = self.ctx.clean(message)
@@ -321,8 +315,15 @@ class ApplianceProcedure:
             # segtui itself is shutting down: leave the journal as it is, `resume` continues.
             await self.client.close()
             raise
-        except HANDS_OFF as exc:
-            # Nothing was changed and nothing may be: not even a resume of listeners we did not suspend.
+        except IdentityChanged as exc:
+            # Another box: nothing may be done to it, not even a resume of listeners it never had from us.
+            self.rec.left_by_hand = self.left_by_hand()
+            self.set_state(State.NEEDS_ATTENTION, exc.message)
+            return State.NEEDS_ATTENTION
+        except OtherOperator as exc:
+            if self.rec.suspended_by_us or self.rec.pointed:
+                # Seen only once we had begun (e.g. `upgrade` says another upgrade is under way): undo ours.
+                return await self._make_safe(exc, State.NEEDS_ATTENTION, exc.message)
             self.set_state(State.NEEDS_ATTENTION, exc.message)
             return State.NEEDS_ATTENTION
         except GuardTimeout as exc:
@@ -384,7 +385,7 @@ class ApplianceProcedure:
                 f"serial is now {info.serial}, but this rollout journaled {rec.serial} for {self.name}: "
                 f"the inventory entry reaches another appliance; nothing was done to it",
             )
-        hostname = _appliance_hostname(self.client)
+        hostname = self.client.hostname
         changed = (hostname is not None and hostname != rec.hostname) or (
             info.serial is not None and info.serial != rec.serial
         )
@@ -410,6 +411,9 @@ class ApplianceProcedure:
             raise NotHealthy(self.name, f"system status is {status.system_status!r}")
         self.ctx.emit(WorkQueueDepth(appliance=self.name, depth=status.workqueue_messages, draining=False))
         signs: list[str] = []
+        # Suspended from segtui by this rollout's operator (the engine's change_listeners journals that), or
+        # accepted as suspended earlier in this rollout: theirs, not a stranger's.
+        known_suspended = rec.suspended_elsewhere or (rec.listeners == "suspended" and not rec.suspended_by_us)
         if rec.suspended_by_us and not status.receiving_suspended:
             # Journaled before the command, but segtui stopped before the appliance acted on it:
             # the truth is "receiving", so suspend again.
@@ -421,9 +425,8 @@ class ApplianceProcedure:
                 self.record_listeners("active")
             else:
                 self.record_listeners("suspended")
-                if rec.suspended_elsewhere or getattr(rec, "suspended_by_operator", False):
-                    # Suspended by this rollout's operator (or accepted so earlier in it): left as it is; we
-                    # drain, upgrade, and never resume it.
+                if known_suspended:
+                    # Left as it is: we drain, upgrade, and never resume it.
                     rec.suspended_elsewhere = True
                     self.note("receiving was already suspended: it stays suspended after the upgrade")
                 elif info.version < self.ctx.target:
@@ -497,26 +500,21 @@ class ApplianceProcedure:
     async def _backup(self) -> None:
         remote = await self.client.saveconfig()
         directory = self.ctx.backup_dir / self.name
-        backup = await self.client.download(remote, directory, "config", **self._download_options())
+        cap = self.ctx.settings.backups.max_bytes
+        backup = await self.client.download(remote, directory, "config", max_bytes=cap)
         backups = [{"kind": "config", "path": str(backup.path), "sha256": backup.sha256, "remote": remote}]
         self.progress(Step.BACKUP, 0.5, f"config saved: {backup.path.name}")
         slbl = await self.client.slbl_export()
         if slbl is None:
             self.note("safelist/blocklist is off: nothing to back up")
         else:
-            sl = await self.client.download(slbl, directory, "safelist", **self._download_options())
+            sl = await self.client.download(slbl, directory, "safelist", max_bytes=cap)
             backups.append({"kind": "safelist", "path": str(sl.path), "sha256": sl.sha256, "remote": slbl})
         self.rec.backups = backups
         self.save()
 
-    def _download_options(self) -> dict[str, Any]:
-        # The driver's bounded download (issue 17) is being built in parallel: pass the cap once it exists.
-        if "max_bytes" in inspect.signature(self.client.download).parameters:
-            return {"max_bytes": self.ctx.settings.backups.max_bytes}
-        return {}
-
     def _hostname_for_cluster(self, op: str) -> str:
-        learned = _appliance_hostname(self.client)
+        learned = self.client.hostname
         if learned is not None and learned != self.rec.hostname:
             # A cluster member shows its own name only in machine mode, which the backup's commands entered.
             self.rec.hostname = learned
@@ -572,7 +570,7 @@ class ApplianceProcedure:
                 rec.guard_waits.append(entry)
             else:
                 entry["reason"] = reason
-            self.note(reason, "warning")
+            self.note(f"waiting: {reason}", "warning")
             self.save()
             self.ctx.emit(GuardWaiting(appliance=self.name, reason=reason, since=since))
 
@@ -669,7 +667,8 @@ class ApplianceProcedure:
                 on_progress=on_progress,
                 before_confirm=before_confirm,
                 staged=staged,
-                **self._upgrade_rule(),
+                allowed=self.allowed_versions(),
+                current=Version.parse(rec.current) if rec.current is not None else None,
             )
         except UpgradeFailed as exc:
             # AsyncOS said the upgrade did not happen: nothing is under way.
@@ -691,16 +690,6 @@ class ApplianceProcedure:
             rec.hops.append(str(result.chosen))
             self.note(f"{self.ctx.target} not offered from {rec.current}: hop via {result.chosen}")
         self.save()
-
-    def _upgrade_rule(self) -> dict[str, Any]:
-        # The driver's hard rule (issue 11) is being built in parallel: pass the allowed releases once it exists.
-        params = inspect.signature(self.client.upgrade).parameters
-        options: dict[str, Any] = {}
-        if "allowed" in params:
-            options["allowed"] = self.allowed_versions()
-        if "current" in params and self.rec.current is not None:
-            options["current"] = Version.parse(self.rec.current)
-        return options
 
     async def _reboot_and_verify(self) -> None:
         rec = self.rec
@@ -809,7 +798,8 @@ class ApplianceProcedure:
                     queue=sample.queue,
                     received=sample.received,
                     completed=sample.completed,
-                    ends=ends,
+                    until=ends,
+                    sample=self.ctx.clean(sample.brief()),
                 )
             )
             span = max(1e-9, ends - started)
@@ -907,16 +897,3 @@ class ApplianceProcedure:
         if state == State.PENDING:
             self.note(reason)
         return state
-
-
-def _appliance_hostname(client: Appliance) -> str | None:
-    """The appliance's own name: the driver's `Appliance.hostname` once it exists, else the prompt we saw."""
-    learned = getattr(client, "hostname", None)
-    if isinstance(learned, str) and learned:
-        return learned
-    label = client.prompt
-    if not label:
-        return None
-    if label.startswith("(Machine ") and label.endswith(")"):
-        return label[len("(Machine ") : -1]
-    return None if label.startswith("(") else label

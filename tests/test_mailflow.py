@@ -1,0 +1,76 @@
+"""Mail-flow guards end to end: the simulator's bake-fail and peer-overload faults, over real SSH."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from segtui.rollout.engine import Outcome, RolloutOptions
+from segtui.rollout.events import State
+from tests.conftest import make_rollout, start_fleet
+
+
+def test_demo_with_a_bake_failure_exits_1_and_reports_every_verdict(tmp_path: Path) -> None:
+    report = tmp_path / "r.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "segtui",
+            "demo",
+            "--headless",
+            "--appliances",
+            "8",
+            "--time-scale",
+            "0.002",
+            "--faults",
+            "esa03=bake-fail",
+            "--max-fail",
+            "100%",
+            "--report",
+            str(report),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    data = json.loads(report.read_text())
+    by_name = {a["name"]: a for a in data["appliances"]}
+    failed = by_name.pop("esa03")
+    assert failed["state"] == "failed" and "bake" in failed["error"], failed
+    assert failed["bake"]["verdict"] == "failed", failed["bake"]
+    assert failed["version_after"] == "16.0.0-123"  # upgraded, then judged by its mail flow, left in service
+    assert failed["listeners"] == "active"
+    for name, a in by_name.items():
+        assert a["state"] == "done", (name, a)
+        assert a["bake"]["verdict"] in ("passed", "no-traffic"), (name, a["bake"])
+
+
+async def test_an_overloaded_peer_holds_its_group_then_the_rollout_pauses(tmp_path: Path) -> None:
+    # esa01..esa04 in groups dc1/dc2 (the simulator alternates); esa01 is overloaded and never drains, so the
+    # appliances of its group must not go out of service while it carries their mail.
+    fleet = await start_fleet(tmp_path, 4, clusters=False, faults={"esa01": {"peer-overload"}})
+    try:
+        rollout = make_rollout(
+            fleet, tmp_path, options=RolloutOptions(batch="100%", max_unavailable=2, max_fail="100%")
+        )
+        group = {n: s.group for n, s in rollout.specs.items()}
+        peers = [n for n in rollout.specs if group[n] == group["esa01"] and n != "esa01"]
+        assert peers, group
+        outcome = await rollout.run(autostart=True)
+        assert outcome == Outcome.PAUSED, (outcome, rollout.pause_reason)
+        assert "guard" in rollout.pause_reason.lower() or "esa01" in rollout.pause_reason, rollout.pause_reason
+        for name in peers:
+            rec = rollout.records[name]
+            # held in service, never suspended, never upgraded; the wait is on record with its reason
+            assert rec.state == State.PENDING, (name, rec)
+            assert fleet.nodes[name].appliance.upgrades_done == [], name
+            assert not fleet.nodes[name].appliance.suspended, name
+            assert rec.guard_waits and "esa01" in json.dumps(rec.guard_waits), rec.guard_waits
+    finally:
+        await fleet.stop()
