@@ -171,6 +171,8 @@ def start_demo(tmp_path: Path, name: str, *notify: str) -> subprocess.Popen[str]
         args += ["--notify", url]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEGTUI_")}
     env["SEGTUI_GUARDS__BAKE"] = "0"  # no bake: this test is about what reaches the endpoint, and when
+    # Same seed, same serials: each run keeps its machine-wide appliance locks apart from the other's.
+    env["SEGTUI_LOCKS__DIR"] = str(tmp_path / f"locks-{name}")
     return subprocess.Popen(
         [sys.executable, "-m", "segtui", *args],
         cwd=tmp_path,
@@ -194,15 +196,18 @@ def test_demo_notifies_a_real_endpoint_and_a_dead_one_costs_nothing(endpoint: En
     told_code, told_output, told_report = finish(told_proc, tmp_path, "told")
     assert plain_code == told_code == 1, told_output  # esa02 failed
     events = [b["event"] for b in endpoint.bodies]
-    assert events == [
-        "rollout.started",
-        "batch.started",
-        "batch.finished",
-        "batch.started",
-        "appliance.failed",
-        "batch.finished",
-        "rollout.completed",
-    ], events
+    # In order: the start first, the end last, batches opened and closed in turn ...
+    assert events[0] == "rollout.started" and events[-1] == "rollout.completed", events
+    batches = [e for e in events if e.startswith("batch.")]
+    assert batches == ["batch.started", "batch.finished"] * (len(batches) // 2) and batches, events
+    # ... and each appliance the report counts as failed or needing attention told once, with its state.
+    told = {(b["appliance"], b["state"]) for b in endpoint.bodies if b["event"].startswith("appliance.")}
+    expected = {
+        (a["name"], a["state"]) for a in told_report["appliances"] if a["state"] in ("failed", "needs-attention")
+    }
+    assert told == expected and len(told) == events.count("appliance.failed") + events.count(
+        "appliance.needs-attention"
+    ), (told, expected)
     failed = next(b for b in endpoint.bodies if b["event"] == "appliance.failed")
     assert failed["appliance"] == "esa02" and failed["fleet"] == "sim-lab" and failed["state"] == "failed"
     assert all(set(b) == FIELDS for b in endpoint.bodies)
