@@ -70,6 +70,13 @@ async def capture(
                 await pilot.pause(0.1)
             await pilot.pause(0.6)
             save("dashboard")
+            await pilot.press("l")  # the event log under the table
+            await pilot.pause(0.3)
+            save("eventlog")
+            await pilot.press("l", "b")  # the batch view
+            await pilot.pause(0.3)
+            save("batches")
+            await pilot.press("b")
             await pilot.press("question_mark")
             await pilot.pause(0.2)
             save("help")

@@ -26,10 +26,16 @@ _CONTROL_SEQ_RE = re.compile(
 _CONTROL_CHAR_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\x80-\x9f]")
 
 
+_SEQ_START_RE = re.compile(r"[\x1b\x90\x98\x9b\x9d\x9e\x9f]")
+
+
 def strip_control(text: str) -> str:
     """Remove terminal control sequences and control characters; keeps tab, newline and CR."""
-    if "\x1b" in text or any("\x80" <= c <= "\x9f" for c in text):
+    # One C-level search, never a per-character Python loop: 16 MB of appliance output must stay cheap.
+    if _SEQ_START_RE.search(text) is not None:
         text = _CONTROL_SEQ_RE.sub("", text)
+    if _CONTROL_CHAR_RE.search(text) is None:
+        return text
     return _CONTROL_CHAR_RE.sub("", text)
 
 
@@ -87,6 +93,23 @@ class Redactor:
         if secret and len(secret) >= 4 and secret not in self._secrets:
             self._secrets.append(secret)
             self._secrets.sort(key=len, reverse=True)  # longest first: a secret containing another
+
+    def safe_cut(self, text: str, pos: int) -> int:
+        """`pos`, moved back so that no known secret and no URL credential straddles it: cutting `text` there and
+        redacting each part alone masks everything that redacting the whole would."""
+        pos = max(0, min(pos, len(text)))
+        moved = True
+        while moved:
+            moved = False
+            for secret in self._secrets:
+                i = text.find(secret, max(0, pos - len(secret) + 1), pos + len(secret) - 1)
+                if 0 <= i < pos:
+                    pos, moved = i, True
+            start = max(0, pos - 600)
+            for m in _URL_CREDS_RE.finditer(text, start, min(len(text), pos + 600)):
+                if m.start() < pos < m.end():
+                    pos, moved = m.start(), True
+        return pos
 
     def __call__(self, text: str) -> str:
         for secret in self._secrets:

@@ -227,7 +227,7 @@ class Hostile(BaseHTTPRequestHandler):
                 self.wfile.write(b"0\r\n\r\n")
             except OSError:
                 pass
-        elif self.path.endswith("slow.xml"):
+        elif self.path.endswith("slow.xml") or self.path.startswith("/slow/"):
             self.send_response(200)
             self.send_header("Content-Length", "1000")
             self.end_headers()
@@ -430,3 +430,28 @@ def test_dates_and_ip_addresses_are_never_read_as_versions(
 ) -> None:
     text = f"released {when.strftime(fmt)} from {ip} {ip}:{port} http://{ip}:{port}/x {ip}/24"
     assert scan_versions(text) == set(), text
+
+
+async def test_the_whole_walk_has_an_overall_deadline(server: tuple[str, dict[str, bytes]]) -> None:
+    """Finding 12: every base's manifest answering slowly cannot make the walk take bases x hops x deadline."""
+    url = f"{server[0]}/slow"  # every manifest under /slow/ answers one byte every 0.5 s
+    bases = [V(f"15.{minor}.0-{100 + minor}") for minor in range(6)]
+    start = time.monotonic()
+    async with httpx.AsyncClient() as client:
+        reports = await walk_paths(client, url, bases, TARGET, timeout=10.0, deadline=1.5)
+    assert time.monotonic() - start < 5, time.monotonic() - start
+    assert sorted(reports) == bases
+    for report in reports.values():
+        assert report.refused is not None and "did not finish within the overall 1.5 s" in report.refused, report
+        assert report.path is None and report.findings[-1].level == "refused"
+
+
+async def test_walks_of_several_bases_run_concurrently(server: tuple[str, dict[str, bytes]]) -> None:
+    url = f"{server[0]}/slow"
+    bases = [V(f"15.{minor}.0-{100 + minor}") for minor in range(4)]
+    start = time.monotonic()
+    async with httpx.AsyncClient() as client:
+        reports = await walk_paths(client, url, bases, TARGET, timeout=1.5, deadline=60)
+    # Four slow manifests, 1.5 s each: one after another 6 s, concurrently about 1.5 s.
+    assert time.monotonic() - start < 4.5, time.monotonic() - start
+    assert all(r.refused is not None and "timed out" in r.refused for r in reports.values())

@@ -341,3 +341,30 @@ def test_state_dir_or_journal_of_another_user_refused(tmp_path: Path) -> None:
     os.chown(state, 65534, 65534)
     with pytest.raises(InputError, match=r"the state directory is owned by \S+ with mode 0700"):
         Journal.in_dir(state)
+
+
+@pytest.mark.parametrize(
+    "spellings",
+    [
+        ("127.0.0.1", "127.1", "::ffff:127.0.0.1", "[::ffff:127.0.0.1]", " 127.0.0.1 "),
+        ("esa1.example.com", "ESA1.example.com", "esa1.example.com."),
+        ("2001:db8::1", "2001:DB8:0:0::1", "[2001:db8::1]"),
+    ],
+)
+def test_one_lock_per_address_whatever_its_spelling(spellings: tuple[str, ...]) -> None:
+    from segtui.rollout.applock import lock_key
+
+    assert len({lock_key(h, 22) for h in spellings}) == 1, spellings
+    assert lock_key(spellings[0], 22) != lock_key(spellings[0], 2222)
+
+
+def test_an_untrusted_lock_directory_refuses_when_the_locks_are_made(tmp_path: Path) -> None:
+    # The engine makes its locks when the rollout is built, before anything is journaled.
+    shared = tmp_path / "locks"
+    shared.mkdir()
+    os.chmod(shared, 0o777)  # others could plant or remove locks in it
+    settings = Settings().model_copy(update={"locks": LockSettings(dir=shared)})
+    with pytest.raises(InputError) as refused:
+        ApplianceLocks(settings, "fleet.toml -> 16.0.0-123")
+    (line,) = refused.value.problems
+    assert "appliance lock directory (locks.dir)" in line and "0777" in line

@@ -1,6 +1,8 @@
 """Pre-flight, plan and stage against appliances that misbehave (real SSH) and manifests we cannot read (real HTTP).
 
-Only certain problems refuse; each appliance's trouble is one line for that appliance, never a traceback.
+Only certain problems refuse; each appliance's trouble is one line for that appliance, never a traceback. An
+appliance echoing its password, and inventory names carrying terminal control sequences, reach no output; `stage`
+leaves an appliance alone while another segtui holds its machine-wide lock.
 """
 
 from __future__ import annotations
@@ -21,14 +23,17 @@ import asyncssh
 import pytest
 
 from segtui.asyncos.commands import Appliance
+from segtui.asyncos.errors import ApplianceError, ParseError
 from segtui.asyncos.versions import Version
 from segtui.inventory import load_inventory
+from segtui.rollout.applock import ApplianceLocks
 from segtui.rollout.context import RolloutContext
 from segtui.rollout.engine import RolloutOptions
 from segtui.rollout.journal import Journal
-from segtui.rollout.preflight import plan_batches, preflight
+from segtui.rollout.preflight import appliance_problem, plan_batches, preflight
 from segtui.rollout.render import render_plan, render_preflight, render_refusal
 from segtui.rollout.staging import stage_fleet
+from segtui.textsafe import Redactor
 from tests.conftest import TEST_PASSWORD, make_settings
 from tests.scripted import ScriptedAppliance, serve
 
@@ -366,3 +371,136 @@ async def test_plan_shows_the_batches_run_takes(
     rollout = Rollout(ctx.inventory, ctx.settings, TARGET, ctx.journal, options)
     rollout.begin()
     assert plan_batches(ctx, options) == rollout.journal.batches()
+
+
+# --- hostile appliances and inventories in check, plan, prepare; stage and the appliance locks ---------------
+
+OSC_TITLE = "\\u001b]0;PWNED\\u0007"  # as written in the TOML file: ESC ] 0 ; PWNED BEL
+URL_SECRET = "Upd4te-Secret"
+
+
+def _hostile_inventory(inventory: Path) -> None:
+    text = inventory.read_text()
+    text = text.replace('name = "lab"', f'name = "emea{OSC_TITLE}"', 1)
+    text = text.replace('group = "g0"', f'group = "g0{OSC_TITLE}"\ncluster = "c1{OSC_TITLE}"')
+    inventory.write_text(text)
+
+
+@pytest.mark.parametrize("command", ["check", "plan", "prepare"])
+async def test_no_password_and_no_control_sequence_reaches_the_output(
+    tmp_path: Path, updates: tuple[str, dict[str, bytes]], acceptors: list[asyncssh.SSHAcceptor], command: str
+) -> None:
+    lab, accs = await make_lab(
+        tmp_path,
+        updates,
+        {
+            # Findings 6 and 8: the password echoed in the version line and in the serial, markup around it.
+            "echo": version_out(f"[/]{TEST_PASSWORD}[bold]"),
+            "serial": version_out("15.0.0-104", serial=f"{TEST_PASSWORD}\x1b]52;c;cHduZWQ=\x07"),
+            "plain": version_out("15.0.0-104"),
+        },
+        credentials=f"user:{URL_SECRET}",
+    )
+    acceptors += accs
+    _manifest(BASE_PATH, f"<m><v>16.0.0-123</v><i>{TEST_PASSWORD}.img</i></m>".encode(), lab)
+    _hostile_inventory(lab.inventory)
+    proc = await cli(lab, tmp_path, command)
+    out = proc.stdout + proc.stderr
+    assert "Traceback" not in out, out
+    assert "echo" in proc.stdout and "plain" in proc.stdout, out
+    assert TEST_PASSWORD not in out, out
+    assert URL_SECRET not in out, out
+    assert "\x1b" not in out and "\x07" not in out, repr(out)
+    if command != "check":
+        assert "emea" in proc.stdout and "PWNED" not in proc.stdout, out
+
+
+def test_appliance_problem_masks_the_fleets_secrets() -> None:
+    redactor = Redactor([TEST_PASSWORD])
+    exc = ApplianceError("esa01", f"Version: [/]{TEST_PASSWORD}[bold]\x1b]0;x\x07 not understood")
+    text = appliance_problem(exc, redactor)
+    assert TEST_PASSWORD not in text and "\x1b" not in text and "\n" not in text
+    assert TEST_PASSWORD not in appliance_problem(RuntimeError(f"boom {TEST_PASSWORD}"), redactor)
+    garbled = appliance_problem(ParseError(f"not an AsyncOS version: '[/]{TEST_PASSWORD}[bold]'", "esa01"), redactor)
+    assert garbled.startswith("output not understood") and TEST_PASSWORD not in garbled
+
+
+# --- stage respects the machine-wide appliance locks (finding 9) ---------------------------------------------------
+
+HOLDER = """
+import sys
+from segtui.rollout.applock import ApplianceLocks
+from segtui.settings import Settings
+locks = ApplianceLocks(Settings(), "the other operator's run")
+print(locks.acquire("x", sys.argv[1], int(sys.argv[2])), flush=True)
+sys.stdin.readline()
+"""
+
+
+async def test_stage_leaves_an_appliance_locked_by_another_segtui_alone(
+    tmp_path: Path, updates: tuple[str, dict[str, bytes]], acceptors: list[asyncssh.SSHAcceptor]
+) -> None:
+    lab, accs = await make_lab(
+        tmp_path, updates, {"held": version_out("15.0.0-104"), "free": version_out("16.0.0-123")}
+    )
+    acceptors += accs
+    ctx = context(lab, tmp_path)
+    held = ctx.inventory.by_name("held")
+    # A second process (another segtui) holds the appliance's lock, as `segtui run` does while upgrading it.
+    other = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        HOLDER,
+        held.host,
+        str(held.port),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert other.stdout is not None
+        assert (await asyncio.wait_for(other.stdout.readline(), 30)).strip() == b"None", "the holder took the lock"
+        results = {r.name: r for r in await stage_fleet(ctx, concurrency=2)}
+        cli_run = await cli(lab, tmp_path, "stage")
+    finally:
+        assert other.stdin is not None
+        other.stdin.close()
+        await asyncio.wait_for(other.wait(), 10)
+    assert results["held"].status == "locked", results["held"]
+    assert "another segtui" in results["held"].note and f"pid {other.pid}" in results["held"].note
+    assert "\n" not in results["held"].note
+    assert lab.appliances["held"].received == [], "nothing may be sent to an appliance another segtui works on"
+    assert results["free"].status == "at-target"
+    assert cli_run.returncode == 1 and "Traceback" not in cli_run.stderr, cli_run.stderr
+    assert "locked" in cli_run.stdout and f"pid {other.pid}" in cli_run.stdout, cli_run.stdout
+    # Once the other segtui is done, stage works on it again.
+    results = {r.name: r for r in await stage_fleet(ctx, concurrency=2)}
+    assert results["held"].status != "locked"
+
+
+async def test_stage_holds_the_appliance_lock_for_its_whole_work(
+    tmp_path: Path,
+    updates: tuple[str, dict[str, bytes]],
+    acceptors: list[asyncssh.SSHAcceptor],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lab, accs = await make_lab(tmp_path, updates, {"a": version_out("16.0.0-123")})
+    acceptors += accs
+    ctx = context(lab, tmp_path)
+    spec = ctx.inventory.by_name("a")
+    seen: list[str | None] = []
+    real_version = Appliance.version
+
+    async def version(self: Appliance) -> object:
+        # A second lock holder (another segtui's run) tries to take the appliance while stage is at work on it.
+        probe = ApplianceLocks(ctx.settings, "second holder")
+        seen.append(probe.acquire("a", spec.host, spec.port))
+        probe.release_all()
+        return await real_version(self)
+
+    monkeypatch.setattr(Appliance, "version", version)
+    results = await stage_fleet(ctx, concurrency=1)
+    assert results[0].status == "at-target"
+    assert len(seen) == 1 and seen[0] is not None and "another segtui" in seen[0], seen
+    after = ApplianceLocks(ctx.settings, "after")
+    assert after.acquire("a", spec.host, spec.port) is None, "stage gives the lock back when done"
+    after.release_all()

@@ -340,3 +340,120 @@ def test_group_by_base_one_request_per_version_below_the_target() -> None:
     assert [b.tag for b in bases] == ["phoebe-14-2-1-015", "phoebe-15-0-0-104"]
     assert bases[0].serials == [("c", "?")] and bases[0].count == 1
     assert bases[1].serials == [("a", "S-A")] and bases[1].virtual == [("b", "VLN1", "C300V")]
+
+
+# --- the whole server check is bounded (finding 12) ----------------------------------------------------------------
+
+
+class _ManyImages(socketserver.ThreadingTCPServer):
+    """One manifest offering the target and naming `count` images; HEAD on an image answers 200, or never ('hang')."""
+
+    allow_reuse_address = True
+    daemon_threads = True
+
+    def __init__(self, count: int, hang: bool) -> None:
+        super().__init__(("127.0.0.1", 0), _ManyImagesHandler)
+        self.count, self.hang = count, hang
+        self.heads: list[str] = []
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _ManyImagesHandler(socketserver.StreamRequestHandler):
+    server: _ManyImages
+
+    def handle(self) -> None:
+        srv = self.server
+        try:
+            request = self.rfile.readline().decode("latin-1").strip()
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass
+            method, path = request.split(" ")[:2]
+            if path.endswith(".xml"):
+                items = "".join(f"<img>asyncos/images/a{i}.img</img>" for i in range(srv.count))
+                body = f"<m><release><v>16.0.0-123</v>{items}</release></m>".encode()
+                self.wfile.write(f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+                return
+            with srv.lock:
+                srv.heads.append(f"{method} {path}")
+            if srv.hang:
+                srv.stop.wait(60)
+                return
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        except (OSError, ValueError):
+            return
+
+
+@pytest.fixture
+def many_images(request: pytest.FixtureRequest) -> Iterator[_ManyImages]:
+    count, hang = request.param
+    srv = _ManyImages(count, hang)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield srv
+    srv.stop.set()
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.mark.parametrize("many_images", [(200, False)], indirect=True)
+async def test_images_checked_per_manifest_are_capped(many_images: _ManyImages) -> None:
+    from segtui.asyncos.versions import Version
+    from segtui.updates.prepare import MAX_IMAGES_PER_MANIFEST, check_server
+
+    target = Version.parse("16.0.0-123")
+    async with httpx.AsyncClient() as client:
+        check = await asyncio.wait_for(check_server(client, many_images.url, [Version.parse("15.0.0-104")], target), 60)
+    assert len(many_images.heads) <= MAX_IMAGES_PER_MANIFEST, len(many_images.heads)
+    assert len(check.images_ok) == MAX_IMAGES_PER_MANIFEST and not check.missing
+    skipped = 200 - MAX_IMAGES_PER_MANIFEST
+    assert any(
+        f"names 200 images; only the first {MAX_IMAGES_PER_MANIFEST} checked, {skipped} not" in n for n in check.notes
+    ), check.notes
+
+
+@pytest.mark.parametrize("many_images", [(8, True)], indirect=True)
+async def test_image_checks_run_concurrently(many_images: _ManyImages) -> None:
+    from segtui.asyncos.versions import Version
+    from segtui.updates.prepare import check_server
+
+    start = time.monotonic()
+    async with httpx.AsyncClient() as client:
+        check = await asyncio.wait_for(
+            check_server(
+                client,
+                many_images.url,
+                [Version.parse("15.0.0-104")],
+                Version.parse("16.0.0-123"),
+                image_deadline=1.5,
+                concurrency=4,
+            ),
+            60,
+        )
+    # 8 hanging images, 1.5 s each: one after another 12 s; four at a time about 3 s.
+    assert time.monotonic() - start < 7, time.monotonic() - start
+    assert len(check.missing) == 8 and all(m.problem == "timed out after 1.5 s" for m in check.missing)
+
+
+@pytest.mark.parametrize("many_images", [(8, True)], indirect=True)
+async def test_server_check_has_an_overall_deadline(many_images: _ManyImages) -> None:
+    from segtui.asyncos.versions import Version
+    from segtui.updates.prepare import check_server
+
+    start = time.monotonic()
+    async with httpx.AsyncClient() as client:
+        check = await asyncio.wait_for(
+            check_server(
+                client,
+                many_images.url,
+                [Version.parse("15.0.0-104")],
+                Version.parse("16.0.0-123"),
+                image_deadline=30,
+                deadline=2,
+            ),
+            60,
+        )
+    assert time.monotonic() - start < 6, time.monotonic() - start
+    assert not check.ready and len(check.missing) == 8
+    assert all(m.problem == "not checked: overall 2 s reached" for m in check.missing), check.missing
+    assert any("overall deadline of 2 s: 8 image(s) not checked" in n for n in check.notes), check.notes

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from segtui.rollout.events import ApplianceStateChanged, RolloutState, State
+from segtui.rollout.events import ApplianceStateChanged, RolloutState, State, Step, StepStarted
 from segtui.tui.app import SegtuiApp, make_dashboard
 from segtui.tui.screens import BudgetScreen, ConfirmScreen, HelpScreen, TypeNameScreen
 from segtui.tui.widgets import FleetTable
-from tests.test_tui_support import SIZE, actions_of, drawn, make_static, notes, until
+from tests.test_tui_support import SIZE, actions_of, drawn, make_static, notes, screen_text, until
 
 
 async def test_readonly_changes_nothing_and_says_why(tmp_path: Path) -> None:
@@ -28,6 +28,10 @@ async def test_readonly_changes_nothing_and_says_why(tmp_path: Path) -> None:
         assert footer_keys.isdisjoint({"g", "s", "a", "x", "R", "r", "p"}) and "question_mark" in footer_keys
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
+        # the help is drawn (not an empty box), without the changing keys, saying why
+        await until(pilot, lambda: "every key" in screen_text(app))
+        shown = screen_text(app)
+        assert "read-only mode" in shown and "start the rollout" not in shown and "reverse the sort order" in shown
 
 
 async def test_readonly_resume_does_not_start_the_interrupted_rollout(tmp_path: Path) -> None:
@@ -104,6 +108,11 @@ async def test_per_appliance_keys_say_not_allowed_before_asking(tmp_path: Path) 
         await pilot.press("x")
         assert isinstance(app.screen, ConfirmScreen) and "Give up on esa01" in app.screen.question
         await pilot.press("n")
+        # a hung reboot can be given up on: x asks, and says what it does
+        rollout._emit(StepStarted(appliance="esa02", step=Step.REBOOT))
+        await pilot.press("down", "x")
+        assert isinstance(app.screen, ConfirmScreen) and "Give up on esa02's reboot" in app.screen.question
+        await pilot.press("n")
 
 
 async def test_palette_offers_our_actions_and_themes_and_quit_asks(tmp_path: Path) -> None:
@@ -153,7 +162,7 @@ async def test_hostile_fleet_names_are_shown_and_typed_as_written(tmp_path: Path
 async def test_appliance_text_with_markup_never_crashes_a_notification(tmp_path: Path) -> None:
     rollout = make_static(tmp_path)
 
-    async def hostile(names: list[str], suspend: bool) -> dict[str, str]:
+    async def hostile(names: list[str], suspend: bool, who: str | None = None) -> dict[str, str]:
         return {n: "listener [/] IncomingMail: [bold]not suspended" for n in names}
 
     rollout.change_listeners = hostile  # type: ignore[method-assign]
@@ -168,3 +177,17 @@ async def test_appliance_text_with_markup_never_crashes_a_notification(tmp_path:
         app.screen.query("Toast")  # the toasts are on screen, drawn
         await pilot.pause()
         assert app.is_running
+
+
+def test_help_and_the_readme_table_come_from_one_table() -> None:
+    from segtui.rollout.controls import ACTIONS
+    from segtui.tui.actions import KEYS, markdown_table
+    from segtui.tui.screens import help_text
+
+    table = markdown_table()
+    text = help_text(readonly=False, production=False).plain
+    for key in KEYS:
+        assert f"| `{key.shown}` | {key.description} |" in table
+        assert key.description in text
+    served = {a for key in KEYS for a in key.actions}
+    assert served == set(ACTIONS), "every operator action has a key (and so a palette entry and a gate)"

@@ -10,6 +10,8 @@ import time
 class TmuxSession:
     def __init__(self, name: str, command: str, width: int = 170, height: int = 45) -> None:
         self.name = f"{name}-{os.getpid()}"
+        # The caller's COLUMNS/LINES (pytest's, a CI runner's) would override the pane's size in the app.
+        command = f"unset COLUMNS LINES; {command}"
         subprocess.run(
             ["tmux", "new-session", "-d", "-s", self.name, "-x", str(width), "-y", str(height), command], check=True
         )

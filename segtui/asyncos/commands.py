@@ -9,7 +9,7 @@ import re
 import shlex
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TypeVar
 
 import asyncssh
@@ -91,21 +91,53 @@ def choose_offer(
     return next(o for o in offers if o.version == version)
 
 
+_LIST_ITEM_NUMBER_RE = re.compile(r"^[ \t]*(\d{1,9})[.)][ \t]", re.MULTILINE)
+
+
+def _ambiguous_offers(question: str, offers: list[UpgradeOffer]) -> str | None:
+    """Why a list cannot be answered safely: two items with one number (with or without a release), or an
+    item naming two releases."""
+    text = parsers.normalize(question)
+    start = text.lower().rfind("upgrades available")
+    seen: set[int] = set()
+    for m in _LIST_ITEM_NUMBER_RE.finditer(text, max(start, 0)):
+        number = int(m.group(1))
+        if number in seen:
+            return f"two items numbered {number}"
+        seen.add(number)
+    for offer in offers:
+        named = {str(v) for v in parsers.versions_named(offer.line)}
+        if len(named) > 1:
+            return f"item {offer.number} names {', '.join(sorted(named))}"
+    return None
+
+
 def _offered(offers: list[UpgradeOffer]) -> str:
     return ", ".join(f"[{o.number}] {o.version}" for o in offers) or "nothing"
 
+
+# The two updateconfig SETUP questions for AsyncOS upgrades (one line each): bounded gaps, so that a question
+# made of "AsyncOS upgrades" repeated over 16 KiB costs linear time, not a backtracking scan per occurrence.
+UPDATECONFIG_IMAGES_Q = r"AsyncOS upgrades[^\n]{0,200}?download updates from \(images\)"
+UPDATECONFIG_LIST_Q = r"AsyncOS upgrades[^\n]{0,200}?list of available updates"
 
 BACKUP_MAX_BYTES = 256 * 1024 * 1024
 _SCP_BLOCK = 256 * 1024
 _SCP_HEADER_MAX = 4096
 
 
+BACKUP_REMOTE_DIR = "/configuration/"
+
+
 def backup_file_name(remote: str) -> str | None:
-    """The local name for a remote file: its basename, or None when `remote` names no single file."""
-    if not remote or remote.endswith("/") or any(c in remote for c in "\0\n\r*?["):
+    """The local name for a remote file: its basename, or None when `remote` names no single file directly in
+    /configuration/ (where saveconfig and slblconfig write): `../../etc/passwd`, `/etc/passwd` are no backups."""
+    if not remote.startswith(BACKUP_REMOTE_DIR) or any(c in remote for c in "\0\n\r*?["):
         return None
-    name = PurePosixPath(remote).name
-    return None if name in ("", ".", "..") else name
+    name = remote[len(BACKUP_REMOTE_DIR) :]
+    if "/" in name or "\\" in name or name in ("", ".", ".."):
+        return None
+    return name
 
 
 class _ScpRefused(Exception):
@@ -336,8 +368,7 @@ class Appliance:
         """Walk updateconfig SETUP, changing only the AsyncOS upgrade questions; defaults elsewhere."""
         images_own = source.images != "cisco"
         list_own = source.manifest != "cisco"
-        images_q = r"AsyncOS upgrades.*download updates from \(images\)"
-        list_q = r"AsyncOS upgrades.*list of available updates"
+        images_q, list_q = UPDATECONFIG_IMAGES_Q, UPDATECONFIG_LIST_Q
         answers = [
             Answer(r"Choose the operation you want to perform", "SETUP", times=1),
             Answer(images_q, "2" if images_own else "1"),
@@ -396,7 +427,9 @@ class Appliance:
         hashed on the way, mode 0600 from its first byte; any failure leaves no partial file behind."""
         name = backup_file_name(remote)
         if name is None:
-            raise CommandFailed(self.name, f"refusing to fetch {remote!r}: not the name of a file")
+            raise CommandFailed(
+                self.name, f"refusing to fetch {one_line(remote, 200)!r}: not the name of a file in {BACKUP_REMOTE_DIR}"
+            )
         session = await self.session()
         local_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(local_dir, 0o700)
@@ -441,17 +474,25 @@ class Appliance:
         when the appliance offers it and it is such a release.
         """
         offers: list[UpgradeOffer] = []
-        chosen: list[Version] = []
+        chosen: list[Version] = []  # set only from a parsed list, or a staged image whose version was read
         confirmed = False
         used_install = [False]
+        operation = [False]  # the menu was answered: from now on an answer can start an install
 
         def permitted(version: Version) -> bool:
             if allowed is not None:
                 return version in allowed
             return version == target or (version < target and (current is None or current < version))
 
+        # INSTALL only of an image whose version is known to be the one we mean: read in this session, now.
+        staged_ok = False
+        if staged is not None and permitted(staged):
+            status = await self.download_status()
+            staged_ok = status.state == "downloaded" and status.version == staged
+
         def choose_operation(question: str) -> str:
-            if staged is not None and permitted(staged) and re.search(r"^- INSTALL\b", question, re.MULTILINE):
+            operation[0] = True
+            if staged_ok and staged is not None and re.search(r"^- INSTALL\b", question, re.MULTILINE):
                 m = _IMAGE_IN_MENU_RE.search(question)
                 menu_version = Version.from_build(m.group(1), m.group(2)) if m else None
                 if menu_version in (None, staged):
@@ -463,10 +504,16 @@ class Appliance:
         phase = ["analysis"]
 
         def pick(question: str) -> str:
+            if chosen:
+                # Asked again after our choice: whatever it offers now, we never answer a second time.
+                raise UpgradeFailed(self.name, "the 'Upgrades available.' list was asked again: not answering")
             listed = parsers.parse_upgrades_available(question)
             if not listed:
                 tail = " / ".join(question.strip().splitlines()[-3:])
                 raise UpgradeFailed(self.name, f"the 'Upgrades available.' list could not be read: {tail}")
+            problem = _ambiguous_offers(question, listed)
+            if problem is not None:
+                raise UpgradeFailed(self.name, f"the 'Upgrades available.' list is ambiguous ({problem}): not choosing")
             offers[:] = listed
             choice = choose_offer(listed, target, allowed=allowed, current=current)
             if choice is None:
@@ -475,6 +522,8 @@ class Appliance:
             return str(choice.number)
 
         def confirm(question: str) -> str:
+            # Any "proceed"-like question answered Y: only for a release chosen from a parsed list (or a staged
+            # image whose version was read) that is permitted now, and never when it names another release.
             nonlocal confirmed
             if not chosen:
                 # The appliance skipped the list (or we could not recognise it) and took its own default.
@@ -484,13 +533,38 @@ class Appliance:
             if not permitted(chosen[-1]):
                 raise UpgradeFailed(self.name, f"refusing to confirm an upgrade to {chosen[-1]} (target {target})")
             named = parsers.versions_named(question)
-            if named and chosen[-1] not in named:
-                listed = ", ".join(str(v) for v in named)
-                raise UpgradeFailed(self.name, f"the confirmation names {listed}, not {chosen[-1]}: not confirming")
-            if before_confirm is not None:
+            others = sorted({str(v) for v in named if v != chosen[-1]})
+            if others:
+                raise UpgradeFailed(
+                    self.name, f"the confirmation names {', '.join(others)}, not only {chosen[-1]}: not confirming"
+                )
+            if before_confirm is not None and not confirmed:
                 before_confirm(chosen[-1])
             confirmed = True
             return "Y"
+
+        def must_stop(question: str) -> bool:
+            # In `upgrade`, once the operation is chosen, a question no rule knows is not answered with its
+            # default unless that default declines (`[N]`) and the question names no other release and holds no
+            # numbered choice: any other default there can install another release (or re-select from a list).
+            # An unknown question naming another release stops at any point. Whatever the on_unknown policy.
+            others = [v for v in parsers.versions_named(question) if not chosen or v != chosen[-1]]
+            if others:
+                return True
+            if not (operation[0] or chosen):
+                return False
+            lines = question.rstrip().splitlines()
+            declines = bool(lines) and lines[-1].rstrip().lower().endswith(("[n]>", "[no]>"))
+            return not declines or _LIST_ITEM_NUMBER_RE.search(question) is not None
+
+        def unknown(question: str) -> str:
+            lines = [ln.strip() for ln in question.strip().splitlines() if ln.strip()]
+            last = lines[-1] if lines else ""
+            if self._session is not None:
+                last = self._session.redact(last)
+            raise UpgradeFailed(
+                self.name, f"unexpected question during the upgrade, not answered: {one_line(last, 300)!r}"
+            )
 
         def output(chunk: str) -> None:
             for line in chunk.splitlines():
@@ -504,23 +578,36 @@ class Appliance:
                 if on_progress is not None:
                     on_progress(progress)
 
+        def before_operation(question: str) -> bool:
+            return not operation[0] and not chosen
+
         answers = [
-            *_upgrade_preamble(keep_download=True),
+            # The preamble comes once, before the menu: the same words later are a confirmation (checked).
+            Answer(r"Are you sure you want to proceed with upgrade", "Y", times=1, when=before_operation),
+            Answer(r"cancel the download and select a different upgrade image", "N", when=lambda q: not chosen),
             Answer(r"Choose the operation you want to perform", choose_operation, times=1),
             Answer(r"Upgrades available", pick),
             Answer(r"save the current configuration to the configuration directory", "Y"),
             Answer(r"email the current configuration", "N"),
             Answer(r"Choose the pass(word|phrase) option", _pick_encrypt),
-            Answer(r"From AsyncOS 13\.0 onwards.*proceed", "Y"),
-            Answer(r"Do you wish to proceed with the upgrade", confirm),
-            Answer(r"seconds to wait before forcibly closing", str(close_seconds)),
+            Answer(r"seconds to wait before forcibly closing", str(close_seconds), when=lambda q: confirmed),
+            # `From AsyncOS 13.0 onwards, ... Do you want to proceed`, the final confirmation, and any rewording.
+            Answer(r"\bproceed\b|\bcontinue\b", confirm, defaults_only=True),
+            Answer("", unknown, when=must_stop),
         ]
         try:
             out = await self._run("upgrade", answers=answers, timeout=self.timeouts.upgrade, on_output=output)
-        except ConnectionLost:
+        except ConnectionLost as exc:
             if confirmed:
                 # The session drops when the appliance reboots (or mid-install): it carries on.
                 return UpgradeResult(chosen[-1], offers, True, used_install[0])
+            if operation[0]:
+                # Not retried blindly: after the menu was answered the appliance may have started something.
+                raise UpgradeFailed(
+                    self.name,
+                    f"{exc.message} after the upgrade operation was chosen, before our confirmation: "
+                    "check the appliance's version before trying again",
+                ) from None
             raise
         failure = parsers.find_marker(out, parsers.UPGRADE_FAILURE_MARKERS)
         if failure:
@@ -540,6 +627,9 @@ class Appliance:
             listed = parsers.parse_upgrades_available(question)
             if not listed:
                 raise UpgradeFailed(self.name, "the 'Upgrades available.' list could not be read")
+            problem = _ambiguous_offers(question, listed)
+            if problem is not None:
+                raise UpgradeFailed(self.name, f"the 'Upgrades available.' list is ambiguous ({problem}): not choosing")
             choice = choose_offer(listed, target, allowed=allowed, current=current)
             if choice is None:
                 offered = _offered(listed)
@@ -649,7 +739,9 @@ class Appliance:
             raise CommandFailed(self.name, f"clusterconfig {op} failed: {out.strip()[-200:]}")
 
 
-_IMAGE_IN_MENU_RE = re.compile(r"^- INSTALL\b.*?AsyncOS (\d+\.\d+\.\d+) build (\d+)", re.MULTILINE)
+_IMAGE_IN_MENU_RE = re.compile(
+    r"^- INSTALL\b[^\n]{0,300}?AsyncOS (\d{1,3}\.\d{1,3}\.\d{1,3}) build (\d{1,6})", re.MULTILINE
+)
 
 
 def _upgrade_preamble(keep_download: bool) -> list[Answer]:

@@ -59,13 +59,22 @@ def question_at_end(buffer: str) -> str | None:
 
 
 def find_marker(text: str, markers: tuple[str, ...]) -> str | None:
-    """The first line of `text` containing one of `markers` (case-insensitive)."""
-    lowered = [m.lower() for m in markers]
-    for line in text.splitlines():
-        low = line.lower()
-        if any(m in low for m in lowered):
-            return line.strip()
-    return None
+    """The first line of `text` containing one of `markers` (case-insensitive).
+
+    One compiled search over the text (C speed, linear), never a Python loop over its lines: a command's output
+    can be megabytes."""
+    low = text.lower()
+    if len(low) == len(text):
+        hits = [i for i in (low.find(m.lower()) for m in markers) if i >= 0]
+        at = min(hits) if hits else -1
+    else:  # lower() changed the length (rare letters): the same search, slower
+        found = re.search("|".join(re.escape(m) for m in markers), text, re.IGNORECASE) if markers else None
+        at = found.start() if found else -1
+    if at < 0:
+        return None
+    start = max(text.rfind("\n", 0, at), text.rfind("\r", 0, at)) + 1
+    ends = [i for i in (text.find("\n", at), text.find("\r", at)) if i >= 0]
+    return text[start : min(ends) if ends else len(text)].strip()
 
 
 def _complete_lines(text: str) -> list[str]:
@@ -246,7 +255,8 @@ def parse_upgrades_available(text: str) -> list[UpgradeOffer]:
     if idx < 0:
         return []
     offers: list[UpgradeOffer] = []
-    for line in text[idx:].split("\n")[1:]:
+    # Complete lines only: an item cut short (`16.0.0 build 1` of `build 123`) must not read as another release.
+    for line in text[idx:].split("\n")[1:-1]:
         if line.rstrip().endswith("]>"):
             break
         m = _ITEM_RE.match(line)
@@ -317,11 +327,20 @@ class UpgradeSource:
 _UPGRADE_LABEL_RE = re.compile(r"asyncos\s+upgrades?\b(?:\s*\([^)\n]*\))?[ \t:]*", re.IGNORECASE)
 
 
+# Only the wording of Cisco's own servers ("Cisco IronPort Servers", "Use Cisco AsyncOS upgrade servers"): a value
+# that merely contains "cisco" or "ironport" (an own mirror `http://cisco-mirror.corp.example/`) is an own server.
+_CISCO_SERVERS_RE = re.compile(
+    r"(?:use[ \t]+)?(?:the[ \t]+)?(?:cisco|ironport)"
+    r"(?:[ \t]+(?:cisco|ironport|asyncos|upgrade|upgrades|update|updates))*[ \t]+servers?\.?",
+    re.IGNORECASE,
+)
+
+
 def _source_value(value: str) -> str:
-    low = value.lower()
-    if "cisco" in low or "ironport" in low:
+    value = value.strip()
+    if len(value) <= 200 and _CISCO_SERVERS_RE.fullmatch(value):
         return "cisco"
-    return value.strip()
+    return value
 
 
 def parse_update_settings(text: str) -> UpgradeSource:

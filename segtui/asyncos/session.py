@@ -48,8 +48,12 @@ HELD_CHARS = 4096
 TRANSCRIPT_CHARS = 256 * 1024
 # Deadline for the rest of a line that looks like a password question (it may be a menu's heading).
 PASSWORD_QUIET = 0.5
+# The main prompt counts once the stream stays quiet this long after it: a prompt-like line inside a printout is
+# followed by more text within milliseconds. Short enough not to slow commands noticeably.
+PROMPT_QUIET = 0.08
 
 PAGER_MARKER = "-Press Any Key For More-"
+_PAGER_ANYWHERE_RE = re.compile(r"-Press Any Key For More-[ \t]*\n?")
 
 # A control sequence cut off at the end of a chunk (its remainder arrives with the next one).
 _INCOMPLETE_CONTROL_RE = re.compile(
@@ -79,6 +83,7 @@ class Answer:
     `after` restricts the answer to the question right after one matching that pattern (e.g. the host that belongs
     to the AsyncOS question, not to another service's); `times` limits how often it is used in one command.
     `defaults_only` answers only questions that have a default (`[...]> `), never a password question.
+    `when(question)` must be true for the answer to apply (e.g. only before a release was chosen).
     """
 
     pattern: str
@@ -86,8 +91,11 @@ class Answer:
     after: str | None = None
     times: int | None = None
     defaults_only: bool = False
+    when: Callable[[str], bool] | None = None
 
     def matches(self, question: str, previous: str) -> bool:
+        if self.when is not None and not self.when(question):
+            return False
         if self.after is not None and not re.search(self.after, previous, re.IGNORECASE | re.DOTALL):
             return False
         return re.search(self.pattern, question, re.IGNORECASE | re.DOTALL) is not None
@@ -97,7 +105,8 @@ class Answer:
 
 
 # Asked by clustered appliances before machine-level commands: always switch to machine mode.
-MACHINE_MODE = Answer(r"switch to \"?Machine .*mode", "Y")
+# A bounded gap on one line: linear on a question of "switch to Machine " repeated over 16 KiB.
+MACHINE_MODE = Answer(r"switch to \"?Machine [^\n]{0,300}?mode", "Y")
 
 # Put last in a command's answers where taking the default for every other question is the documented way to walk
 # it (updateconfig SETUP asks one question per update service: DIALOGUES.md section 5). Those questions are then
@@ -532,6 +541,8 @@ class CLISession:
         while True:
             if not fresh:
                 self._take(rx, await self._read_raw(deadline, command), command, on_output)
+                # A read of buffered data does not suspend: let other appliances' sessions run between chunks.
+                await asyncio.sleep(0)
             fresh = False
             flat, line = rx.tail()
             if pager_at_end(flat):
@@ -540,6 +551,11 @@ class CLISession:
                 continue
             label = prompt_label(line) if line is not None else None
             if label is not None:
+                # A prompt-like line inside a printout (`esa1> ` followed by more text) must not end the command:
+                # the real prompt is the end of the text and the stream stays quiet after it.
+                if await self._more_soon(rx, deadline, command, on_output, PROMPT_QUIET, at_deadline=True):
+                    fresh = True
+                    continue
                 self._learn_prompt(label)
                 return rx.text()
             default = question_default(line) if line is not None else None
@@ -564,16 +580,26 @@ class CLISession:
             rx.answered(reply)
             previous = question
 
-    async def _more_soon(self, rx: _Received, deadline: float, command: str, on_output: OutputCallback | None) -> bool:
-        """Whether more output arrives within PASSWORD_QUIET seconds (it is added to `rx`)."""
+    async def _more_soon(
+        self,
+        rx: _Received,
+        deadline: float,
+        command: str,
+        on_output: OutputCallback | None,
+        wait: float = PASSWORD_QUIET,
+        *,
+        at_deadline: bool = False,
+    ) -> bool:
+        """Whether more output arrives within `wait` seconds (it is added to `rx`). Reaching the deadline first is
+        a timeout, unless `at_deadline` (then: no more output)."""
         remaining = deadline - time.monotonic()
-        quiet = remaining > PASSWORD_QUIET
+        quiet = remaining > wait
         try:
             # Never past the command's deadline: a line that keeps growing must not hold the command forever.
-            async with asyncio.timeout(min(PASSWORD_QUIET, max(remaining, 0.0))):
+            async with asyncio.timeout(min(wait, max(remaining, 0.0))):
                 chunk = await self._process.stdout.read(65536)
         except TimeoutError:
-            if not quiet:
+            if not quiet and not at_deadline:
                 raise CommandTimeout(self.name, f"`{command}` did not finish before its deadline") from None
             return False
         except (asyncssh.Error, OSError):
@@ -655,10 +681,11 @@ class CLISession:
                     error = "cancelled"
                 else:
                     error = f"{type(exc).__name__}: {exc}"
-                self._record(command, self._output(rx.text(), command, complete=False), started, error)
+                # Cut before the expensive passes: a transcript keeps a bounded head and tail anyway.
+                self._record(command, self._output(self._bounded(rx.text()), command, complete=False), started, error)
                 raise
             output = self._output(raw, command, complete=True)
-            self._learn_from_text(output)
+            self._learn_from_text(self._bounded(output))
             self._record(command, output, started, None)
             if check_unknown and parsers.find_marker(output, parsers.UNKNOWN_COMMAND_MARKERS):
                 raise UnknownCommand(self.name, f"appliance does not know `{command}`")
@@ -666,16 +693,29 @@ class CLISession:
 
     @staticmethod
     def _output(raw: str, command: str, *, complete: bool) -> str:
-        text = parsers.normalize(raw)
+        # `raw` lost its control sequences chunk by chunk: only the line work is left, all of it C-speed on the
+        # whole text (no per-line Python loop: the output can be megabytes).
+        text = _PAGER_ANYWHERE_RE.sub("", flatten(raw))
         # Drop the echoed command and the trailing prompt.
-        lines = text.split("\n")
-        if lines and lines[0].strip() == command.strip():
-            lines = lines[1:]
-        if complete and lines and prompt_label(lines[-1]) is not None:
-            lines = lines[:-1]
+        nl = text.find("\n")
+        if (text if nl < 0 else text[:nl]).strip() == command.strip():
+            text = "" if nl < 0 else text[nl + 1 :]
+        if complete:
+            nl = text.rfind("\n")
+            if prompt_label(text[nl + 1 :]) is not None:
+                text = text[: nl + 1] if nl >= 0 else ""
         # Every line of a complete answer ended (the prompt followed it): keep the final newline.
-        body = "\n".join(lines).strip("\n")
+        body = text.strip("\n")
         return body + "\n" if complete or body else body
+
+    def _bounded(self, text: str, limit: int = TRANSCRIPT_CHARS) -> str:
+        """At most about `limit` characters: the beginning and the end, cut where no secret straddles a cut."""
+        if len(text) <= limit + 100:  # the slack keeps an already bounded text (marker included) as it is
+            return text
+        half = limit // 2
+        head = self._redactor.safe_cut(text, half)
+        tail = self._redactor.safe_cut(text, len(text) - half)
+        return f"{text[:head]}\n… {tail - head} characters left out …\n{text[tail:]}"
 
     def _record(self, command: str, output: str, started: float, error: str | None) -> None:
         if self._transcript is None:
@@ -683,8 +723,8 @@ class CLISession:
         self._transcript(
             Exchange(
                 self.redact(command),
-                # Redacted before it is shortened: a cut must never leave part of a secret behind.
-                fold_progress(shorten(self.redact(output))),
+                # Cut only where no secret straddles the cut, then redacted: bounded work on any output.
+                fold_progress(self.redact(self._bounded(output))),
                 started,
                 time.time(),
                 complete=error is None,

@@ -7,8 +7,10 @@ Keyed by the appliance's address (host and port), in `settings.locks.dir` or the
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import re
+import socket
 from pathlib import Path
 
 from segtui.rollout.journal import ensure_state_dir
@@ -23,10 +25,30 @@ def lock_dir(settings: Settings) -> Path:
     return Path(base) / "segtui" / "locks"
 
 
+def canonical_host(host: str) -> str:
+    """One spelling per address: IPs in their standard form (`127.1`, `::ffff:127.0.0.1` -> `127.0.0.1`), names in
+    lower case without the root dot. (A name and its IP still differ: the serial lock covers that once known.)"""
+    text = host.strip().strip("[]").lower().rstrip(".")
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        try:
+            ip = ipaddress.ip_address(socket.inet_aton(text)) if re.fullmatch(r"[0-9x.]+", text) else None
+        except OSError:
+            ip = None
+    if ip is None:
+        return text
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ip)
+
+
 def lock_key(host: str, port: int) -> str:
     """A file name for the address: readable, and unique even for hosts that differ only in odd characters."""
-    address = f"{host.lower()}:{port}"
-    readable = re.sub(r"[^a-z0-9.-]+", "_", host.lower())[:60]
+    host = canonical_host(host)
+    address = f"{host}:{port}"
+    readable = re.sub(r"[^a-z0-9.-]+", "_", host)[:60]
     return f"{readable}_{port}-{hashlib.sha256(address.encode()).hexdigest()[:12]}.lock"
 
 
@@ -34,7 +56,8 @@ class ApplianceLocks:
     """Takes and gives back the lock of each appliance a procedure works on."""
 
     def __init__(self, settings: Settings, description: str) -> None:
-        self.dir = lock_dir(settings)
+        # Checked here, before any rollout begins: a lock directory we cannot trust refuses at once, not mid-rollout.
+        self.dir = ensure_state_dir(lock_dir(settings), "the appliance lock directory (locks.dir)")
         self.description = description  # e.g. the inventory and rollout, written into the lock for the holder's name
         self._held: dict[str, FileLock] = {}
 
@@ -42,7 +65,6 @@ class ApplianceLocks:
         """None when this process now holds it; else a one-line reason naming the other holder."""
         if name in self._held:
             return None
-        ensure_state_dir(self.dir)
         lock = FileLock(self.dir / lock_key(host, port), {"appliance": f"{host}:{port}", "rollout": self.description})
         holder = lock.try_acquire()
         if holder is not None:

@@ -157,25 +157,26 @@ def _refuse_unless_ours(path: Path, st: os.stat_result, what: str) -> None:
             [
                 f"{path}: {what} is owned by {_owner(st.st_uid)} with mode {st.st_mode & 0o7777:04o}; segtui keeps "
                 f"its state only where no one else can write (owned by {_owner(os.getuid())}, not group/other-"
-                "writable): fix it or choose another state_dir"
+                "writable): fix it or choose another directory"
             ]
         )
 
 
-def ensure_state_dir(state_dir: Path) -> Path:
-    """The state directory, created 0700; refused when another user owns it or others can write to it."""
+def ensure_state_dir(state_dir: Path, what: str = "the state directory") -> Path:
+    """A private directory (the state directory, the lock directory), created 0700; refused when another user owns
+    it or others can write to it. `what` names it in the one-line refusal."""
     try:
         if not os.path.lexists(state_dir):
             state_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             state_dir.mkdir(mode=0o700, exist_ok=True)
         st = os.lstat(state_dir)
     except OSError as exc:
-        raise InputError([f"{state_dir}: cannot use as the state directory: {exc.strerror or exc}"]) from None
+        raise InputError([f"{state_dir}: cannot use as {what}: {exc.strerror or exc}"]) from None
     if stat.S_ISLNK(st.st_mode):
         st = os.stat(state_dir)  # a symlinked state_dir is the operator's choice; its target must be ours
     if not stat.S_ISDIR(st.st_mode):
-        raise InputError([f"{state_dir}: the state directory is not a directory"])
-    _refuse_unless_ours(state_dir, st, "the state directory")
+        raise InputError([f"{state_dir}: {what} is not a directory"])
+    _refuse_unless_ours(state_dir, st, what)
     return state_dir
 
 

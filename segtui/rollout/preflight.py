@@ -15,21 +15,29 @@ from segtui.inventory import ApplianceSpec
 from segtui.rollout import batches
 from segtui.rollout.context import RolloutContext, server_hostport
 from segtui.rollout.engine import RolloutOptions
-from segtui.textsafe import one_line
+from segtui.textsafe import Redactor, clean, one_line
 from segtui.updates.manifest import PathReport, manifest_url, shown_url, walk_paths
 from segtui.updates.prepare import BaseRelease, ServerCheck, check_server, group_by_base
 
 
-def appliance_problem(exc: BaseException) -> str:
-    """Any failure on one appliance as one line for that appliance: typed ones by their message, others by type."""
+def appliance_problem(exc: BaseException, redactor: Redactor | None = None) -> str:
+    """Any failure on one appliance as one line for that appliance: typed ones by their message, others by type.
+
+    Appliance text is data: control sequences removed and, given the fleet's redactor, every known secret masked
+    (an appliance echoing its password must not put it on the screen or in the journal).
+    """
+
+    def shown(text: str) -> str:
+        return one_line(clean(text, redactor), 300)
+
     if isinstance(exc, ParseError):  # garbled appliance output (an ApplianceError or not, depending on its origin)
         text = exc.message if isinstance(exc, ApplianceError) else str(exc)
-        return f"output not understood: {one_line(text, 300)}"
+        return f"output not understood: {shown(text)}"
     if isinstance(exc, ApplianceError):
-        return one_line(exc.message, 300)
+        return shown(exc.message)
     if isinstance(exc, TimeoutError):
         return "timed out"
-    return f"unexpected error: {type(exc).__name__}: {one_line(str(exc), 300)}"
+    return f"unexpected error: {type(exc).__name__}: {shown(str(exc))}"
 
 
 @dataclass
@@ -56,6 +64,7 @@ class ApplianceCheck:
 class PreflightResult:
     appliances: list[ApplianceCheck]
     paths: dict[Version, PathReport] = field(default_factory=dict)  # per base release below the target
+    redactor: Redactor = field(default_factory=Redactor)  # the fleet's: what is shown masks every known secret
 
     @property
     def ok(self) -> bool:
@@ -93,14 +102,14 @@ async def read_versions(ctx: RolloutContext) -> dict[str, ApplianceCheck]:
         try:
             client = ctx.appliance(spec, journal_commands=False)
         except Exception as exc:
-            return ApplianceCheck(spec.name, False, problem=appliance_problem(exc))
+            return ApplianceCheck(spec.name, False, problem=appliance_problem(exc, ctx.redactor))
         try:
             async with asyncio.timeout(ctx.settings.deadlines.precheck):
                 info = await client.version()
         except TimeoutError:
             return ApplianceCheck(spec.name, False, problem="timed out reading `version`")
         except Exception as exc:
-            return ApplianceCheck(spec.name, False, problem=appliance_problem(exc))
+            return ApplianceCheck(spec.name, False, problem=appliance_problem(exc, ctx.redactor))
         finally:
             with contextlib.suppress(Exception):
                 await client.close()
@@ -110,7 +119,9 @@ async def read_versions(ctx: RolloutContext) -> dict[str, ApplianceCheck]:
     checks: dict[str, ApplianceCheck] = {}
     for spec, r in zip(ctx.inventory.appliances, results, strict=True):
         checks[spec.name] = (
-            r if isinstance(r, ApplianceCheck) else ApplianceCheck(spec.name, False, problem=appliance_problem(r))
+            r
+            if isinstance(r, ApplianceCheck)
+            else ApplianceCheck(spec.name, False, problem=appliance_problem(r, ctx.redactor))
         )
     return checks
 
@@ -141,7 +152,7 @@ async def preflight(ctx: RolloutContext) -> PreflightResult:
     target, a manifest that is missing or unsafe. What the manifests do not make clear is a warning."""
     checks = await read_versions(ctx)
     paths = await check_paths(ctx, checks)
-    return PreflightResult(list(checks.values()), paths)
+    return PreflightResult(list(checks.values()), paths, ctx.redactor)
 
 
 @dataclass
@@ -151,6 +162,7 @@ class PrepareResult:
     bases: list[BaseRelease]
     not_read: list[str]  # "name: problem" for appliances whose version could not be read
     server: ServerCheck
+    redactor: Redactor = field(default_factory=Redactor)  # the fleet's: what is shown masks every known secret
 
     @property
     def ready(self) -> bool:
@@ -165,7 +177,7 @@ async def prepare(ctx: RolloutContext) -> PrepareResult:
     bases = group_by_base(infos, ctx.target)
     async with httpx.AsyncClient() as http:
         server = await check_server(http, ctx.inventory.update_server, [b.version for b in bases], ctx.target)
-    return PrepareResult(bases, not_read, server)
+    return PrepareResult(bases, not_read, server, ctx.redactor)
 
 
 def plan_commands(

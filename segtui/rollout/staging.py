@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from segtui.asyncos.errors import ApplianceError
 from segtui.asyncos.parsers import UpgradeSource
 from segtui.inventory import ApplianceSpec
+from segtui.rollout.applock import ApplianceLocks
 from segtui.rollout.context import RolloutContext
 from segtui.rollout.events import Note, StagingChanged
 from segtui.rollout.preflight import appliance_problem
@@ -18,7 +19,7 @@ from segtui.rollout.preflight import appliance_problem
 @dataclass
 class StageResult:
     name: str
-    status: str  # staged, already-staged, at-target, other-image, failed
+    status: str  # staged, already-staged, at-target, other-image, locked (another segtui holds it), failed
     version: str | None = None
     note: str = ""
 
@@ -69,7 +70,7 @@ async def stage_appliance(ctx: RolloutContext, spec: ApplianceSpec, poll: float,
         staging("staged", str(status.version))
         return StageResult(name, "staged", str(status.version))
     except Exception as exc:  # any failure of one appliance is one line for it; the others carry on
-        problem = appliance_problem(exc)
+        problem = appliance_problem(exc, ctx.redactor)
         staging("not-staged", None, note=problem)
         return StageResult(name, "failed", None, problem)
     finally:
@@ -78,23 +79,42 @@ async def stage_appliance(ctx: RolloutContext, spec: ApplianceSpec, poll: float,
                 await client.set_upgrade_source(original)
                 await client.commit("segtui stage: restore AsyncOS upgrade settings")
             except Exception as exc:
-                text = f"could not restore update settings: {appliance_problem(exc)}"
+                text = f"could not restore update settings: {appliance_problem(exc, ctx.redactor)}"
                 ctx.emit(Note(appliance=name, text=text, level="error"))
         with contextlib.suppress(Exception):
             await client.close()
 
 
 async def stage_fleet(ctx: RolloutContext, concurrency: int) -> list[StageResult]:
+    """Stage every appliance, `concurrency` at a time. Each is worked on only while this process holds its
+    machine-wide lock (the one `segtui run` takes): an appliance another segtui is working on is left alone."""
     limit = asyncio.Semaphore(concurrency)
     poll = ctx.settings.polling.workqueue
     deadline = ctx.settings.deadlines.upgrade
+    locks = ApplianceLocks(ctx.settings, f"{ctx.inventory.path} stage -> {ctx.target}")
 
     async def one(spec: ApplianceSpec) -> StageResult:
         async with limit:
-            return await stage_appliance(ctx, spec, poll, deadline)
+            try:
+                refused = locks.acquire(spec.name, spec.host, spec.port)
+            except Exception as exc:  # the lock directory unusable: nothing done to this appliance
+                problem = f"appliance lock not taken: {appliance_problem(exc, ctx.redactor)}"
+                ctx.emit(Note(appliance=spec.name, text=problem, level="error"))
+                return StageResult(spec.name, "failed", None, problem)
+            if refused is not None:
+                text = ctx.clean(refused)
+                ctx.emit(Note(appliance=spec.name, text=text, level="warning"))
+                return StageResult(spec.name, "locked", None, text)
+            try:
+                return await stage_appliance(ctx, spec, poll, deadline)
+            finally:
+                locks.release(spec.name)
 
-    results = await asyncio.gather(*(one(s) for s in ctx.inventory.appliances), return_exceptions=True)
+    try:
+        results = await asyncio.gather(*(one(s) for s in ctx.inventory.appliances), return_exceptions=True)
+    finally:
+        locks.release_all()
     return [
-        r if isinstance(r, StageResult) else StageResult(spec.name, "failed", None, appliance_problem(r))
+        r if isinstance(r, StageResult) else StageResult(spec.name, "failed", None, appliance_problem(r, ctx.redactor))
         for spec, r in zip(ctx.inventory.appliances, results, strict=True)
     ]

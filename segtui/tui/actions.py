@@ -30,6 +30,7 @@ class Key:
     description: str
     actions: tuple[str, ...] = ()  # ids in ACTIONS this key serves; empty: a view key, never changes anything
     footer: bool = True
+    short: str = ""  # the footer's label (the title when empty)
 
     @property
     def changes(self) -> bool:
@@ -51,6 +52,7 @@ KEYS: tuple[Key, ...] = (
         "Go / promote",
         "start the rollout; promote (unpause) the next batch; override a guard",
         ("start", "unpause", "override_guard"),
+        short="Go",
     ),
     Key(
         "p",
@@ -59,26 +61,29 @@ KEYS: tuple[Key, ...] = (
         "Pause / unpause",
         "pause (appliances under way finish their step); unpause",
         ("pause", "unpause"),
+        short="Pause",
     ),
-    Key("a", "a", "abort", ACTIONS["abort"].title, ACTIONS["abort"].description, ("abort",)),
+    Key("a", "a", "abort", ACTIONS["abort"].title, ACTIONS["abort"].description, ("abort",), short="Abort"),
     Key(
         "s",
         "s",
         "suspend_listeners",
         ACTIONS["suspend_listeners"].title,
-        ACTIONS["suspend_listeners"].description,
+        f"{ACTIONS['suspend_listeners'].title.lower()} {ACTIONS['suspend_listeners'].description}",
         ("suspend_listeners",),
+        short="Suspend",
     ),
     Key(
         "r",
         "r",
         "resume_listeners",
         ACTIONS["resume_listeners"].title,
-        ACTIONS["resume_listeners"].description,
+        f"{ACTIONS['resume_listeners'].title.lower()} {ACTIONS['resume_listeners'].description}",
         ("resume_listeners",),
+        short="Resume",
     ),
-    Key("x", "x", "skip", ACTIONS["skip"].title, ACTIONS["skip"].description, ("skip",)),
-    Key("R", "R", "retry", ACTIONS["retry"].title, ACTIONS["retry"].description, ("retry",)),
+    Key("x", "x", "skip", ACTIONS["skip"].title, ACTIONS["skip"].description, ("skip",), short="Skip"),
+    Key("R", "R", "retry", ACTIONS["retry"].title, ACTIONS["retry"].description, ("retry",), short="Retry"),
     Key("space", "space", "mark", "Mark", "mark / unmark the selected appliance", footer=False),
     Key("slash", "/", "filter", "Filter", "filter rows: text, or /failed (a state); the count of matches shows"),
     Key(
@@ -99,8 +104,22 @@ KEYS: tuple[Key, ...] = (
         "appliance detail: live steps, path, backups, transcript (/ search)",
         footer=False,
     ),
-    Key("l", "l", "toggle_log", "Event log", "show / hide the event log (every change, failure, operator action)"),
-    Key("b", "b", "toggle_batches", "Batches", "show / hide the batch view (which appliance in which batch)"),
+    Key(
+        "l",
+        "l",
+        "toggle_log",
+        "Event log",
+        "show / hide the event log (every change, failure, operator action)",
+        short="Log",
+    ),
+    Key(
+        "b",
+        "b",
+        "toggle_batches",
+        "Batches",
+        "show / hide the batch view (which appliance in which batch)",
+        short="Batches",
+    ),
     Key(
         "w",
         "w",
@@ -117,13 +136,31 @@ BY_HANDLER: dict[str, Key] = {k.handler: k for k in KEYS}
 BY_KEY: dict[str, Key] = {k.key: k for k in KEYS}
 
 
+def markdown_table(production: bool = False) -> str:
+    """The README's key table, from the same rows as `?` (so the two cannot disagree)."""
+    from segtui.rollout.controls import Gate, gate_for
+
+    lines = ["| Key | What it does | Asks |", "|---|---|---|"]
+    for key in KEYS:
+        gates = {gate_for(a, production) for a in key.operator_actions()}
+        asks = "fleet name (production)" if Gate.TYPE_NAME in gates else ("`y`" if Gate.CONFIRM in gates else "")
+        if key.operator_actions() and not production:
+            capacity = any(a.capacity for a in key.operator_actions())
+            asks = "`y`; fleet name on production" if capacity else asks
+        lines.append(f"| `{key.shown}` | {key.description} | {asks} |")
+    lines.append("| `ctrl+p` | command palette: the same actions, the same questions | as the key |")
+    return "\n".join(lines)
+
+
 def bindings() -> list[Binding]:
-    return [Binding(k.key, k.handler, k.title, show=k.footer) for k in KEYS] + [
+    return [Binding(k.key, k.handler, k.short or k.title, show=k.footer) for k in KEYS] + [
         Binding("escape", "close_filter", show=False)
     ]
 
 
-def why_not(key: Key, rollout: Rollout, readonly: bool, *, watching: bool = False) -> str | None:
+def why_not(
+    key: Key, rollout: Rollout, readonly: bool, *, watching: bool = False, selected: str | None = None
+) -> str | None:
     """Why this key does nothing now, or None when it applies."""
     if key.changes and watching:
         return "watching: this dashboard only shows the rollout; act from the segtui that drives it"
@@ -131,6 +168,12 @@ def why_not(key: Key, rollout: Rollout, readonly: bool, *, watching: bool = Fals
         return "read-only: nothing is changed from this dashboard"
     if not key.applies(rollout.state):
         return f"rollout is {rollout.state.value}: {key.title.lower()} does not apply"
+    if (
+        key.handler == "go"
+        and rollout.state == RolloutState.RUNNING
+        and not (selected and waiting_on_guard(rollout, selected))
+    ):
+        return "rollout is running: g starts, promotes a paused rollout, or overrides the guard of the selected one"
     return None
 
 

@@ -71,6 +71,7 @@ class SegtuiApp(App[str]):
         ask_to_start: bool = False,
         watching: str | None = None,
         bell: bool = True,
+        feed: Any = None,
     ) -> None:
         super().__init__()
         self.rollout = rollout
@@ -87,6 +88,8 @@ class SegtuiApp(App[str]):
         self.outcome: str | None = None
         self._rollout_worker: Worker[str] | None = None
         self._panels_shown: bool | None = None  # None: by width
+        self._applies: tuple[bool, ...] = ()
+        self.feed = feed  # `segtui watch`: polls the journal (segtui.tui.watch.JournalFeed)
 
     def notify(
         self,
@@ -120,8 +123,6 @@ class SegtuiApp(App[str]):
         self._apply_theme(self.theme_name)
         if self.rollout.inventory.production:
             self.sub_title = "PRODUCTION"
-        if self.readonly:
-            self.add_class("readonly")
         self._layout_for(self.size.width)
         self.query_one(FleetTable).focus()
         self.repaint()
@@ -131,6 +132,10 @@ class SegtuiApp(App[str]):
             self._rollout_worker = self.run_rollout_worker()
         if self.survey:
             self.survey_worker()
+        if self.feed is not None:
+            self.feed.model = self.model
+            self._poll_feed()
+            self.set_interval(0.5, self._poll_feed, name="journal-feed")
         if self.ask_to_start:
             self.call_after_refresh(self.action_go)
 
@@ -138,6 +143,8 @@ class SegtuiApp(App[str]):
         self._layout_for(event.size.width)
 
     def _layout_for(self, width: int) -> None:
+        if not self.query("#panels"):
+            return  # closing
         narrow = width < NARROW
         self.set_class(narrow, "narrow")
         shown = self._panels_shown if self._panels_shown is not None else not narrow
@@ -194,6 +201,11 @@ class SegtuiApp(App[str]):
             self.notify(f"rollout {event.worker.result}", timeout=10)
             self.repaint()
 
+    def _poll_feed(self) -> None:
+        self.feed.poll()
+        header = self.query_one(FleetHeader)
+        header.watching = self.feed.holder()
+
     # --- repaint -------------------------------------------------------------------------------
     def _tick(self) -> None:
         self.model.tick()
@@ -202,9 +214,12 @@ class SegtuiApp(App[str]):
     def repaint(self) -> None:
         """At a steady few Hz: fold all events since the last paint into the widgets at once."""
         try:
-            table = self.query_one(FleetTable)
+            self._repaint()
         except NoMatches:  # the app is closing: its widgets are gone before its timers stop
             return
+
+    def _repaint(self) -> None:
+        table = self.query_one(FleetTable)
         table.repaint(self.model.take_dirty())
         self.query_one(FleetHeader).refresh_from_model()
         if self.query_one("#panels").display:
@@ -220,6 +235,10 @@ class SegtuiApp(App[str]):
         if batches.has_class("visible"):
             batches.refresh_from_model()
         self._status()
+        applies = tuple(self._why_not(k) is None for k in KEYS if k.actions)
+        if applies != self._applies:
+            self._applies = applies
+            self.refresh_bindings()  # the footer shows only the keys that apply now
         if self.model.bell_pending:
             if self.ring_bell:
                 self.bell()
@@ -258,14 +277,21 @@ class SegtuiApp(App[str]):
         key = BY_HANDLER.get(action)
         if key is not None and key.actions:
             # Hidden from the footer when it does not apply now; pressing it says why (on_key).
-            return actions.why_not(key, self.rollout, self.readonly, watching=self.watching is not None) is None
+            return self._why_not(key) is None
         return True
+
+    def _why_not(self, key: actions.Key) -> str | None:
+        try:
+            selected = self.query_one(FleetTable).selected_name()
+        except NoMatches:
+            selected = None
+        return actions.why_not(key, self.rollout, self.readonly, watching=self.watching is not None, selected=selected)
 
     def on_key(self, event: events.Key) -> None:
         key = BY_KEY.get(event.key)
         if key is None or not key.actions or not isinstance(self.screen, Screen) or self.screen.is_modal:
             return
-        why = actions.why_not(key, self.rollout, self.readonly, watching=self.watching is not None)
+        why = self._why_not(key)
         if why:
             event.stop()
             self.notify(why, severity="warning")
@@ -299,6 +325,7 @@ class SegtuiApp(App[str]):
             if not ok:
                 return
             result = then()
+            self._continue_if_taken_up()
             if not hasattr(rollout_events, "OperatorActed"):
                 self.model.operator_acted(action_id, name, operator())
             if isinstance(result, str) and result:
@@ -311,6 +338,18 @@ class SegtuiApp(App[str]):
             self.push_screen(ConfirmScreen(question), done)
         else:
             done(True)
+
+    def _continue_if_taken_up(self) -> None:
+        """A retry after the end takes the rollout up again: its worker runs again."""
+        worker = self._rollout_worker
+        if (
+            self.run_rollout
+            and worker is not None
+            and worker.is_finished
+            and self.rollout.state == RolloutState.RUNNING
+        ):
+            self.outcome = None
+            self._rollout_worker = self.run_rollout_worker()
 
     def _table(self) -> FleetTable:
         return self.query_one(FleetTable)
@@ -409,8 +448,12 @@ class SegtuiApp(App[str]):
         row = self.model.rows[name]
         if row.state == "needs-attention":
             question = f"Give up on {name}? It stays as it is, for a person to finish by hand."
+        elif row.state == "reboot":
+            question = (
+                f"Give up on {name}'s reboot? It becomes needs-attention (left for a person); the rest continues."
+            )
         elif row.in_flight:
-            question = f"Give up on {name} (now: {row.state})? It becomes needs-attention; the rest continues."
+            question = f"Skip {name} (now: {row.state})? It is made safe and left on its version."
         else:
             question = f"Skip {name}?"
         self._operate("skip", question, lambda: actions.per_appliance(r, "skip", name), name=name)

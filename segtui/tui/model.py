@@ -53,6 +53,12 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
+def fmt_age(seconds: float) -> str:
+    """`12s`, `5m`, `2h`: the age of a reading, short enough for a table cell."""
+    s = int(seconds)
+    return f"{s}s" if s < 60 else (f"{s // 60}m" if s < 3600 else f"{s // 3600}h")
+
+
 def fmt_took(seconds: float) -> str:
     """`6m12s`, `48s`, `1h02m`: for outcomes."""
     s = int(seconds)
@@ -124,6 +130,7 @@ class BatchInfo:
     started: float
     finished: float | None = None
     failures: int | None = None
+    retries: bool = False  # the final pass of retried appliances
 
 
 @dataclass
@@ -140,6 +147,7 @@ class FleetModel:
         self.rollout = rollout
         self.clock = clock
         self.rows: dict[str, Row] = {}
+        self.reboots: dict[str, RebootStatus] = {}
         for spec in rollout.inventory.appliances:
             row = Row(spec.name, spec.group, spec.cluster or "", host=spec.host, port=spec.port)
             rec = rollout.records.get(spec.name)
@@ -150,7 +158,6 @@ class FleetModel:
             if name in self.rows and self.rows[name].image == "-":
                 self.rows[name].image = "staged"
         self.dirty: set[str] = set(self.rows)
-        self.reboots: dict[str, RebootStatus] = {}
         self.fleet_depth: deque[int] = deque(maxlen=HISTORY)
         self.batch = (rollout.batch_index, rollout.batch_total)
         self.batch_members: tuple[str, ...] = ()
@@ -162,6 +169,7 @@ class FleetModel:
         self.paused_since: float | None = None
         self.bell_pending = 0
         self.survey_running = False
+        self.external_log = False
         rollout.subscribe(self.on_event)
 
     # --- state of one appliance ---------------------------------------------------------------------
@@ -238,7 +246,23 @@ class FleetModel:
         return row.depth if age is not None and age <= self.stale_after() else None
 
     # --- events -------------------------------------------------------------------------------------
-    def _log(self, kind: str, text: str, appliance: str | None = None, level: str = "info", ts: float = 0) -> None:
+    def journal_entry(self, ts: float, kind: str, text: str, appliance: str | None, level: str) -> None:
+        """`segtui watch`: the driver's own event log, read from the journal, replaces the one folded here."""
+        self.external_log = True
+        self._log(kind, text, appliance, level, ts, external=True)
+
+    def _log(
+        self,
+        kind: str,
+        text: str,
+        appliance: str | None = None,
+        level: str = "info",
+        ts: float = 0,
+        *,
+        external: bool = False,
+    ) -> None:
+        if self.external_log and not external:
+            return
         self.log.append(LogEntry(ts or self.clock(), kind, one_line(text), appliance, level))
         self.log_version += 1
 
@@ -320,9 +344,23 @@ class FleetModel:
             self.header_dirty = True
         elif kind == "BakeSampled" and row:
             row.state = BAKE_STEP if not row.final else row.state
-            until = getattr(event, "until", None)
-            row.bake_until = float(until) if until is not None else row.bake_until
-            row.bake_sample = str(getattr(event, "sample", ""))
+            ends = getattr(event, "ends", None)
+            row.bake_until = float(ends) if ends is not None else row.bake_until
+            sample = f"{getattr(event, 'status', '?')}, queue {getattr(event, 'queue', '?')}"
+            completed = getattr(event, "completed", None)
+            row.bake_sample = sample + (f", completed {completed}" if completed is not None else "")
+            queue = getattr(event, "queue", None)
+            if isinstance(queue, int):
+                row.depth, row.depth_ts, row.draining = queue, event.ts, False
+                row.depth_history.append(queue)
+        elif kind == "BakeFinished" and row:
+            verdict = str(getattr(event, "verdict", ""))
+            message = str(getattr(event, "message", ""))
+            row.bake_until = None
+            level = "error" if verdict == "failed" else "info"
+            self._log("bake", f"bake {verdict}" + (f": {message}" if message else ""), row.name, level, event.ts)
+        elif kind == "GuardTimedOut" and row:
+            self._log("guard", f"guard timed out: {getattr(event, 'reason', '')}", row.name, "warning", event.ts)
         elif kind == "IdentityLearned" and row:
             row.hostname = getattr(event, "hostname", None) or row.hostname
             row.serial = getattr(event, "serial", None) or row.serial
@@ -352,21 +390,24 @@ class FleetModel:
             self.bell_pending += 1
 
     def _batch_started(self, event: BatchStarted) -> None:
-        self.batch = (event.index, event.total)
+        retries = bool(getattr(event, "retries", False))
         self.batch_members = event.appliances
         self.header_dirty = True
-        # A retry joining the rollout may restart numbering: one entry per index.
-        self.batches = [b for b in self.batches if b.index != event.index]
-        self.batches.append(BatchInfo(event.index, event.appliances, event.ts))
+        if not retries:  # the pass of retried appliances is not a batch: the numbering stays
+            self.batch = (event.index, event.total)
+        self.batches = [b for b in self.batches if (b.index, b.retries) != (event.index, retries)]
+        self.batches.append(BatchInfo(event.index, event.appliances, event.ts, retries=retries))
         for n in event.appliances:
             if n in self.rows:
                 self.rows[n].batch = event.index
                 self.dirty.add(n)
-        self._log("batch", f"batch {event.index} of {event.total} started: {', '.join(event.appliances)}", ts=event.ts)
+        what = "retries" if retries else f"batch {event.index} of {event.total}"
+        self._log("batch", f"{what} started: {', '.join(event.appliances)}", ts=event.ts)
 
     def _batch_finished(self, event: BatchFinished) -> None:
+        retries = bool(getattr(event, "retries", False))
         for b in self.batches:
-            if b.index == event.index:
+            if (b.index, b.retries) == (event.index, retries):
                 b.finished = event.ts
                 b.failures = event.failures
                 self._log("batch", self.batch_summary(b), None, "error" if event.failures else "info", event.ts)
@@ -375,7 +416,7 @@ class FleetModel:
         states = [self.rows[n].state for n in b.members if n in self.rows]
         done = states.count(State.DONE.value)
         took = fmt_took(b.finished - b.started) if b.finished else ""
-        parts = [f"batch {b.index}: {done}/{len(b.members)} done"]
+        parts = [f"{'retries' if b.retries else f'batch {b.index}'}: {done}/{len(b.members)} done"]
         for s in (State.FAILED.value, State.NEEDS_ATTENTION.value, State.SKIPPED.value):
             if states.count(s):
                 parts.append(f"{states.count(s)} {s}")

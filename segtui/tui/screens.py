@@ -13,7 +13,7 @@ from rich.text import Text
 from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, RichLog, Static
 
@@ -201,9 +201,11 @@ class ApplianceDetailScreen(ModalScreen[None]):
             title.append(self.appliance, style="bold")
             title.append("  live detail  (esc back, / search the transcript)", style="dim")
             yield Label(title)
-            with VerticalScroll(id="timeline"):
-                yield Static(self.info(), id="detail-info")
-                yield Static(self.timeline(), id="timeline-text")
+            with Horizontal(id="timeline"):
+                with VerticalScroll(id="detail-info-box"):
+                    yield Static(self.info(), id="detail-info")
+                with VerticalScroll(id="timeline-box"):
+                    yield Static(self.timeline(), id="timeline-text")
             yield Input(placeholder="search the transcript", id="detail-search")
             yield RichLog(id="transcript", wrap=False, markup=False, highlight=False)
 

@@ -1,4 +1,4 @@
-"""Dashboard widgets: FleetHeader, FleetTable, WorkQueuePanel, UpgradeProgressPanel, RebootPanel."""
+"""Dashboard widgets: header, fleet table, work-queue, progress and reboot panels, event log, batch view."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from textual.widgets import RichLog, Sparkline, Static
 
 from segtui.rollout.events import RolloutState
 from segtui.textsafe import one_line
-from segtui.tui.model import BAKE_STEP, GUARD_STEP, FleetModel, Row, fmt_duration
+from segtui.tui.model import BAKE_STEP, GUARD_STEP, FleetModel, Row, fmt_age, fmt_duration
 
 # State -> component class: the themes restyle them (high-contrast too); nothing here names a colour.
 STATE_CLASS = {
@@ -282,9 +282,9 @@ class FleetTable(ScrollView, can_focus=True):
         if row.depth is not None:
             age = m.depth_age(row) or 0.0
             if age > m.stale_after():
-                depth = Text(f"{row.depth} {fmt_duration(age)}", style=self._style("fleet-table--stale"))
+                depth = Text(f"{row.depth} {fmt_age(age)}", style=self._style("fleet-table--stale"))
             else:
-                depth = Text(f"{row.depth}" + (f" {int(age)}s" if age >= 5 else ""))
+                depth = Text(f"{row.depth}" + (f" {fmt_age(age)}" if age >= 5 else ""))
                 if row.draining:
                     depth.stylize(self._style("fleet-table--suspended"))
         progress = m.progress(row)
@@ -654,12 +654,12 @@ class BatchPanel(Static):
         text = Text()
         current = m.batch[0]
         for b in m.batches:
-            mark = "▶ " if b.index == current and b.finished is None else "  "
+            mark = "▶ " if b.finished is None else "  "
             text.append(mark, style="bold cyan")
             if b.finished is not None:
                 text.append(m.batch_summary(b), style="red" if b.failures else "green")
             else:
-                text.append(f"batch {b.index}: under way", style="bold cyan")
+                text.append("retries: under way" if b.retries else f"batch {b.index}: under way", style="bold cyan")
             text.append(": ")
             for n in b.members:
                 row = m.rows.get(n)
@@ -668,7 +668,8 @@ class BatchPanel(Static):
                 text.append(" ")
             text.append("\n")
         planned = self.planned()
-        for i, names in enumerate(planned, start=(m.batches[-1].index if m.batches else current) + 1):
+        first = max((b.index for b in m.batches if not b.retries), default=current) + 1
+        for i, names in enumerate(planned, start=first):
             text.append(f"  batch {i} (planned): ", style="dim")
             text.append(" ".join(names) + "\n", style="dim")
         if not text:
@@ -686,16 +687,17 @@ class BatchPanel(Static):
         }.get(state, "bold cyan")
 
     def planned(self) -> list[list[str]]:
-        r = self.model.rollout
-        queue = [n for n in getattr(r, "_queue", []) if not self.model.rows[n].final]
-        sizes = list(getattr(r, "_sizes", []) or [len(queue) or 1])
+        """The batches still to come, from the rollout's plan: pending appliances not yet in a started batch."""
+        m = self.model
+        r = m.rollout
+        plan_of = getattr(r, "batches", None)
+        plan: list[list[str]] = plan_of() if callable(plan_of) else []
+        started = max((b.index for b in m.batches if not b.retries), default=m.batch[0])
         out: list[list[str]] = []
-        idx = len(self.model.batches)
-        while queue:
-            size = max(1, sizes[min(idx, len(sizes) - 1)])
-            out.append(queue[:size])
-            queue = queue[size:]
-            idx += 1
+        for names in plan[started:]:
+            left = [n for n in names if n in m.rows and m.rows[n].state == "pending" and m.rows[n].batch is None]
+            if left:
+                out.append(left)
         return out
 
     def refresh_from_model(self) -> None:

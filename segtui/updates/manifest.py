@@ -19,6 +19,9 @@ from segtui.textsafe import one_line, redact_url
 MAX_MANIFEST_BYTES = 1024 * 1024
 MANIFEST_DEADLINE = 15.0
 MAX_HOPS = 4
+# The whole walk (every base release, every hop): a server answering each request just inside its own deadline
+# cannot make `check`, `plan` or `prepare` wait bases x hops x 15 s.
+WALK_DEADLINE = 60.0
 
 
 class ManifestError(Exception):
@@ -287,7 +290,15 @@ def _versions_text(versions: Iterable[Version]) -> str:
     return ", ".join(str(v) for v in sorted(versions))
 
 
-ManifestCache = dict[str, ManifestReading | ManifestError]
+# One fetch per URL, shared by every walk that needs it (the walks run concurrently).
+ManifestCache = dict[str, "asyncio.Task[ManifestReading | ManifestError]"]
+
+
+async def _fetch_or_error(client: httpx.AsyncClient, url: str, timeout: float) -> ManifestReading | ManifestError:
+    try:
+        return await fetch_manifest(client, url, timeout)
+    except ManifestError as exc:
+        return exc
 
 
 async def walk_path(
@@ -314,11 +325,8 @@ async def walk_path(
         url = manifest_url(update_server, current)
         shown = shown_url(url)
         if url not in cache:
-            try:
-                cache[url] = await fetch_manifest(client, url, timeout)
-            except ManifestError as exc:
-                cache[url] = exc
-        reading = cache[url]
+            cache[url] = asyncio.ensure_future(_fetch_or_error(client, url, timeout))
+        reading = await asyncio.shield(cache[url])  # a cancelled walk leaves the shared fetch to the others
         if isinstance(reading, ManifestError):
             what = "" if current == base else f" (for the hop to {current})"
             report.findings.append(Finding(shown, "refused", f"{reading}{what}".removeprefix(f"{shown}: ")))
@@ -361,11 +369,38 @@ async def walk_paths(
     *,
     max_hops: int = MAX_HOPS,
     timeout: float = MANIFEST_DEADLINE,
+    deadline: float = WALK_DEADLINE,
 ) -> dict[Version, PathReport]:
-    """`walk_path` for each distinct base below the target; a manifest shared by several walks is fetched once."""
+    """`walk_path` for each distinct base below the target, concurrently; a manifest shared by several walks is
+    fetched once. The whole walk is bounded by `deadline`: a walk not finished by then refuses, saying so."""
     cache: ManifestCache = {}
-    return {
-        base: await walk_path(client, update_server, base, target, max_hops=max_hops, timeout=timeout, cache=cache)
-        for base in sorted(set(bases))
-        if base < target
+    wanted = [base for base in sorted(set(bases)) if base < target]
+    walks = {
+        base: asyncio.ensure_future(
+            walk_path(client, update_server, base, target, max_hops=max_hops, timeout=timeout, cache=cache)
+        )
+        for base in wanted
     }
+    try:
+        if walks:
+            await asyncio.wait(walks.values(), timeout=deadline)
+    finally:
+        for task in [*walks.values(), *cache.values()]:
+            task.cancel()
+        await asyncio.gather(*walks.values(), *cache.values(), return_exceptions=True)
+    reports: dict[Version, PathReport] = {}
+    for base, walk in walks.items():
+        failure = walk.exception() if walk.done() and not walk.cancelled() else None
+        if walk.done() and not walk.cancelled() and failure is None:
+            reports[base] = walk.result()
+            continue
+        report = PathReport(base, target)
+        shown = shown_url(manifest_url(update_server, base))
+        if failure is not None:
+            text = f"the walk from {base} failed: {transfer_problem(failure)}"
+        else:
+            text = f"the walk from {base} did not finish within the overall {deadline:g} s"
+        report.findings.append(Finding(shown, "refused", text))
+        report.refused = f"manifest {shown}: {text}"
+        reports[base] = report
+    return reports

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -10,9 +11,20 @@ import httpx
 
 from segtui.asyncos.parsers import VersionInfo
 from segtui.asyncos.versions import Version
-from segtui.updates.manifest import MAX_HOPS, Finding, PathReport, shown_url, transfer_problem, walk_paths
+from segtui.updates.manifest import (
+    MAX_HOPS,
+    WALK_DEADLINE,
+    Finding,
+    PathReport,
+    shown_url,
+    transfer_problem,
+    walk_paths,
+)
 
 IMAGE_DEADLINE = 15.0  # per image, HEAD and ranged GET together, whatever the server does
+MAX_IMAGES_PER_MANIFEST = 8  # distinct image URLs checked per manifest; the rest are counted, not requested
+IMAGE_CONCURRENCY = 4  # image checks under way at once
+SERVER_DEADLINE = 120.0  # the whole server check: manifest walk and every image together
 
 
 @dataclass
@@ -114,13 +126,22 @@ async def check_server(
     *,
     max_hops: int = MAX_HOPS,
     image_deadline: float = IMAGE_DEADLINE,
+    max_images: int = MAX_IMAGES_PER_MANIFEST,
+    concurrency: int = IMAGE_CONCURRENCY,
+    deadline: float = SERVER_DEADLINE,
 ) -> ServerCheck:
-    """Every needed manifest present and safe; every image reference found for a step of the way answers.
+    """Every needed manifest present and safe; the image references found for each step of the way answer.
 
-    Uses the same hop walk as the pre-flight, so `check` and `prepare` cannot disagree about the way.
+    Uses the same hop walk as the pre-flight, so `check` and `prepare` cannot disagree about the way. Bounded
+    whatever the server or its manifests do: at most `max_images` distinct images per manifest (the others are
+    counted in a note), `concurrency` checks at once, and `deadline` for the walk and the images together
+    (images not checked by then are missing: they could not be confirmed).
     """
-    result = ServerCheck(await walk_paths(client, server, bases, target, max_hops=max_hops))
-    checked: set[str] = set()
+    end = time.monotonic() + deadline
+    walk_deadline = min(WALK_DEADLINE, deadline)
+    result = ServerCheck(await walk_paths(client, server, bases, target, max_hops=max_hops, deadline=walk_deadline))
+    todo: list[tuple[Version | None, str]] = []  # (step, url) in the order found
+    seen: set[str] = set()
     for base, report in result.reports.items():
         if report.refused:
             url = report.findings[-1].url if report.findings else shown_url(server)
@@ -134,19 +155,49 @@ async def check_server(
             shown = shown_url(reading.url)
             if not refs:
                 what = f" for {step}" if step is not None and reading.images else ""
-                note = f"no image reference{what} recognised in {shown}: check by hand"
-                if note not in result.notes:
-                    result.notes.append(note)
+                _note(result, f"no image reference{what} recognised in {shown}: check by hand")
                 continue
-            for ref in refs:
-                url = image_url(server, ref)
-                if url in checked:
-                    continue
-                checked.add(url)
-                problem = await check_image(client, url, image_deadline)
-                if problem:
-                    label = f"image {step}" if step is not None else "image"
-                    result.missing.append(Missing(label, shown_url(url), problem))
-                else:
-                    result.images_ok.append((step, shown_url(url)))
+            urls = list(dict.fromkeys(image_url(server, ref) for ref in refs))
+            skipped = len(urls) - max_images
+            if skipped > 0:
+                _note(result, f"{shown} names {len(urls)} images; only the first {max_images} checked, {skipped} not")
+            for url in urls[:max_images]:
+                if url not in seen:
+                    seen.add(url)
+                    todo.append((step, url))
+    outcomes: dict[str, str | None] = {}
+    limit = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(url: str) -> None:
+        async with limit:
+            outcomes[url] = await check_image(client, url, image_deadline)
+
+    tasks = [asyncio.ensure_future(one(url)) for _, url in todo]
+    try:
+        if tasks:
+            await asyncio.wait(tasks, timeout=max(0.0, end - time.monotonic()))
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    unchecked = 0
+    for step, url in todo:
+        label = f"image {step}" if step is not None else "image"
+        if url not in outcomes:
+            unchecked += 1
+            result.missing.append(Missing(label, shown_url(url), f"not checked: overall {deadline:g} s reached"))
+        elif outcomes[url]:
+            result.missing.append(Missing(label, shown_url(url), outcomes[url] or ""))
+        else:
+            result.images_ok.append((step, shown_url(url)))
+    if unchecked:
+        _note(
+            result,
+            f"the server check stopped at its overall deadline of {deadline:g} s: {unchecked} image(s) not checked",
+        )
     return result
+
+
+def _note(result: ServerCheck, note: str) -> None:
+    if note not in result.notes:
+        result.notes.append(note)
