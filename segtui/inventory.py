@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import asyncssh
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -14,6 +17,36 @@ from segtui.errors import InputError
 
 Environment = Literal["production", "staging", "lab"]
 _CONNECTION_KEYS = ("username", "password_env", "key_file", "known_hosts", "port")
+# A DNS name: labels of letters, digits, '-' and '_' (found in the wild on internal names), dot-separated.
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOSTNAME_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+
+
+def check_host(value: str) -> str:
+    """A hostname or an IP address; anything else (spaces, `;`, `$(...)`, quotes) is refused."""
+    try:
+        ipaddress.ip_address(value.strip("[]") if value.startswith("[") else value)
+        return value
+    except ValueError:
+        pass
+    if len(value) > 253 or not _HOSTNAME_RE.fullmatch(value):
+        raise ValueError("must be a hostname or an IP address")
+    return value
+
+
+def check_url(value: str) -> str:
+    """An http(s) URL with a host and a valid port (credentials allowed: AsyncOS accepts them)."""
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be http://HOST[:PORT][/PATH] or https://...")
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range")
+    check_host(parts.hostname)
+    return value
 
 
 class _Strict(BaseModel):
@@ -24,6 +57,11 @@ class FleetSection(_Strict):
     name: str = Field(min_length=1)
     environment: Environment = "production"
     update_server: str = Field(pattern=r"^https?://[^/\s]+(/\S*)?$")
+
+    @field_validator("update_server")
+    @classmethod
+    def _valid_url(cls, v: str) -> str:
+        return check_url(v)
 
 
 class DefaultsSection(_Strict):
@@ -47,10 +85,10 @@ class ApplianceSection(_Strict):
 
     @field_validator("host")
     @classmethod
-    def _no_spaces(cls, v: str) -> str:
+    def _host(cls, v: str) -> str:
         if any(c.isspace() for c in v):
             raise ValueError("must not contain spaces")
-        return v
+        return check_host(v)
 
 
 class InventoryFile(_Strict):
@@ -149,6 +187,7 @@ def load_inventory(path: Path, *, environ: dict[str, str] | None = None) -> Inve
     seen: dict[str, int] = {}
     base = path.parent
     specs: list[ApplianceSpec] = []
+    known_hosts_owner: dict[Path, str] = {}
     d = parsed.defaults
     for i, a in enumerate(parsed.appliance):
         where = f"appliance[{i}] ({a.name})"
@@ -169,15 +208,23 @@ def load_inventory(path: Path, *, environ: dict[str, str] | None = None) -> Inve
             key_path = Path(key_file).expanduser()
             if not key_path.is_absolute():
                 key_path = base / key_path
+            owner = where if a.key_file else "defaults"
             if not key_path.is_file():
-                problems.append(f"{path}: {where}.key_file: {key_path} not found")
+                problems.append(f"{path}: {owner}.key_file: {key_path} not found")
+            else:
+                problem = _key_problem(key_path)
+                if problem:
+                    problems.append(f"{path}: {owner}.key_file: {key_path}: {problem}")
         if not password_env and not key_file:
             problems.append(f"{path}: {where}: needs password_env or key_file (in the appliance or [defaults])")
         kh = Path(a.known_hosts or d.known_hosts).expanduser()
         if not kh.is_absolute():
             kh = base / kh
+        kh_owner = f"{where}.known_hosts" if a.known_hosts else "defaults.known_hosts"
         if not kh.is_file():
-            problems.append(f"{path}: {where}.known_hosts: {kh} not found (host keys are always verified)")
+            problems.append(f"{path}: {kh_owner}: {kh} not found (host keys are always verified)")
+        else:
+            known_hosts_owner.setdefault(kh, kh_owner)
         specs.append(
             ApplianceSpec(
                 name=a.name,
@@ -202,8 +249,25 @@ def load_inventory(path: Path, *, environ: dict[str, str] | None = None) -> Inve
         update_server=parsed.fleet.update_server,
         appliances=tuple(sorted(specs, key=lambda s: s.name)),
     )
-    try:
-        inv.load_known_hosts()
-    except (ValueError, OSError) as exc:
-        raise InputError([f"{path}: defaults.known_hosts: cannot parse: {exc}"]) from None
+    for kh, owner in known_hosts_owner.items():
+        try:
+            asyncssh.read_known_hosts(str(kh))
+        except (ValueError, OSError, UnicodeDecodeError) as exc:
+            problems.append(f"{path}: {owner}: {kh}: cannot parse: {exc}")
+    if problems:
+        raise InputError(problems)
     return inv
+
+
+def _key_problem(key_path: Path) -> str | None:
+    """Why a private key cannot be used (encrypted: no passphrase can be given; not a key), or None."""
+    try:
+        asyncssh.read_private_key(str(key_path))
+    except asyncssh.KeyImportError as exc:
+        text = str(exc)
+        if "passphrase" in text.lower():
+            return "the key is encrypted; use an unencrypted key or a password (password_env)"
+        return f"not a usable private key ({text})"
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        return f"not a usable private key ({exc})"
+    return None

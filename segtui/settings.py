@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -96,7 +97,9 @@ class Settings(BaseSettings):
         toml_file="segtui.toml",
     )
 
-    state_dir: Path = Field(Path(".segtui"), description="journal, lock, backups")
+    state_dir: Path = Field(
+        Path(".segtui"), description="journal, lock, backups (default: .segtui/ beside the inventory file)"
+    )
     theme: str = Field("noc-dark", description="noc-dark, noc-light or high-contrast")
     concurrency: int = Field(50, ge=1, description="appliances upgraded at once at most")
     max_unavailable: int = Field(1, ge=1, description="appliances of one group out of service at once")
@@ -128,6 +131,13 @@ class Settings(BaseSettings):
         # init > environment > segtui.toml
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
 
+    def beside(self, inventory: Path) -> Settings:
+        """The state directory beside the inventory (`.segtui/` in its directory) unless `state_dir` was set,
+        so that `resume`, `watch` and `history` find the rollout from any working directory."""
+        if "state_dir" in self.model_fields_set:
+            return self
+        return self.model_copy(update={"state_dir": inventory.resolve().parent / ".segtui"})
+
     def scaled(self, factor: float) -> Settings:
         """Deadlines and poll intervals multiplied by the simulator's time scale."""
         floor = self.min_scaled_deadline
@@ -138,8 +148,24 @@ class Settings(BaseSettings):
         return self.model_copy(update={"deadlines": deadlines, "polling": polling, "guards": guards, "window": window})
 
 
+def _env_name(loc: tuple[Any, ...]) -> str | None:
+    """The SEGTUI_* variable that set the field at `loc`, if one did (whole field or nested with `__`)."""
+    env = {k.upper(): k for k in os.environ}
+    parts = [str(p).upper() for p in loc if not isinstance(p, int)]
+    for n in range(len(parts), 0, -1):
+        name = "SEGTUI_" + "__".join(parts[:n])
+        if name in env:
+            return env[name]
+    return None
+
+
+_ENV_PARSE_RE = re.compile(r'error parsing value for field "([^"]{1,100})" from source "EnvSettingsSource"')
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """Load settings; the file is `--config`, else $SEGTUI_CONFIG, else ./segtui.toml if present."""
+    """Load settings; the file is `--config`, else $SEGTUI_CONFIG, else ./segtui.toml if present.
+
+    Each problem is one line naming where the bad value came from: the file, or the environment variable."""
     path = config_file or (Path(os.environ["SEGTUI_CONFIG"]) if os.environ.get("SEGTUI_CONFIG") else None)
     if path is not None and not path.is_file():
         raise InputError([f"{path}: settings file not found"])
@@ -151,7 +177,21 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     try:
         return _FileSettings(**overrides)
     except ValidationError as exc:
-        label = f"{source}" if source.is_file() else "SEGTUI_* environment"
-        raise InputError([f"{label}: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]) from None
-    except ValueError as exc:  # bad TOML in the file
-        raise InputError([f"{source}: not valid TOML: {exc}"]) from None
+        problems = []
+        for e in exc.errors():
+            loc = tuple(e["loc"])
+            where = ".".join(str(p) for p in loc)
+            var = _env_name(loc)
+            label = f"environment variable {var}" if var else (f"{source}" if source.is_file() else "settings")
+            problems.append(f"{label}: {where}: {e['msg']}")
+        raise InputError(problems) from None
+    except ValueError as exc:
+        m = _ENV_PARSE_RE.search(str(exc))
+        if m:
+            var = _env_name((m.group(1),)) or f"SEGTUI_{m.group(1).upper()}"
+            raise InputError([f"environment variable {var}: {m.group(1)}: not valid JSON"]) from None
+        if source.is_file():
+            raise InputError([f"{source}: not valid TOML: {exc}"]) from None
+        raise InputError([f"settings: {exc}"]) from None
+    except OSError as exc:
+        raise InputError([f"{source}: cannot read: {exc.strerror or exc}"]) from None

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -182,6 +183,11 @@ def test_bad_environment_setting(tmp_path: Path) -> None:
         (["demo", "--headless", "--faults", "esa01=explode"], "--faults"),
         (["demo", "--headless", "--faults", "esa99=flaky", "--appliances", "3"], "not in the fleet"),
         (["resume", "--inventory", "INV"], "no interrupted rollout"),
+        (["run", "--inventory", "INV", "--target", "16.0.0-123", "--concurrency", "0"], "--concurrency"),
+        (["plan", "--offline", "--inventory", "INV", "--target", "16.0.0-123", "--concurrency", "0"], "--concurrency"),
+        (["run", "--inventory", "INV", "--target", "16.0.0-123", "--notify", "ftp://h/T0K3N"], "--notify ftp://h/…"),
+        (["run", "--inventory", "INV", "--target", "16.0.0-123", "--notify", "http://[::1"], "not a valid URL"),
+        (["history", "--inventory", "INV"], ""),
     ],
 )
 def test_bad_arguments(tmp_path: Path, args: list[str], expected: str) -> None:
@@ -189,5 +195,133 @@ def test_bad_arguments(tmp_path: Path, args: list[str], expected: str) -> None:
     inv.write_text(GOOD)
     (tmp_path / "known_hosts").write_text("")
     proc = run([str(inv) if a == "INV" else a for a in args], tmp_path, {})
+    if not expected:  # a command that must simply work on a fresh inventory
+        assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+        return
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert expected in proc.stderr and "Traceback" not in proc.stderr
+    assert "T0K3N" not in proc.stderr
+
+
+# --- untyped failures that used to end in a traceback (issues 12 and 17) --------------------------------------------
+
+
+def _one_line_error(proc: subprocess.CompletedProcess[str], *fragments: str) -> str:
+    """Exit 2, no traceback, and one stderr line holding every fragment."""
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    hits = [line for line in lines if all(f in line for f in fragments)]
+    assert hits, lines
+    return hits[0]
+
+
+def _check(tmp_path: Path, text: str, env: dict[str, str | None] | None = None, cwd: Path | None = None) -> Any:
+    inv = tmp_path / "inventory.toml"
+    inv.write_text(text)
+    if not (tmp_path / "known_hosts").exists():
+        (tmp_path / "known_hosts").write_text("")
+    return run(["check", "--inventory", str(inv), "--target", "16.0.0-123"], cwd or tmp_path, env or {})
+
+
+def test_encrypted_key_file_is_one_line(tmp_path: Path) -> None:
+    import asyncssh
+
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    (tmp_path / "id_enc").write_bytes(key.export_private_key("pkcs8-pem", passphrase="secret-passphrase"))
+    text = GOOD.replace('password_env = "SEGTUI_PASSWORD"', 'key_file = "id_enc"')
+    _one_line_error(_check(tmp_path, text), "defaults.key_file", "encrypted")
+
+
+def test_garbage_key_file_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "id_bad").write_text("this is not a key\n")
+    text = GOOD.replace('cluster = "mailcluster"', 'cluster = "mailcluster"\nkey_file = "id_bad"')
+    _one_line_error(_check(tmp_path, text), "appliance[0] (esa1).key_file", "not a usable private key")
+
+
+@pytest.mark.parametrize(
+    "url,fragment",
+    [("http://updates.example.com:99999", "Port out of range"), ("http://u:p@[::1", "not a valid URL")],
+)
+def test_update_server_that_cannot_be_a_url(tmp_path: Path, url: str, fragment: str) -> None:
+    line = _one_line_error(_check(tmp_path, GOOD.replace("http://updates.example.com", url)), "fleet.update_server")
+    assert fragment in line
+    assert "u:p@" not in line  # the credentials are not echoed
+
+
+@pytest.mark.parametrize("host", ["esa1;reboot", "$(touch pwned)", "esa1`id`", "-oProxyCommand=x", "a..b"])
+def test_hosts_must_be_hostnames_or_addresses(tmp_path: Path, host: str) -> None:
+    _one_line_error(_check(tmp_path, GOOD.replace("esa1.example.com", host)), "appliance[0] (esa1).host")
+
+
+@pytest.mark.parametrize("host", ["10.0.0.1", "::1", "esa-1.mail.example.com", "esa_1.internal"])
+def test_good_hosts_pass_the_inventory(tmp_path: Path, host: str) -> None:
+    from segtui.inventory import load_inventory
+
+    inv = tmp_path / "inventory.toml"
+    inv.write_text(GOOD.replace("esa1.example.com", host))
+    (tmp_path / "known_hosts").write_text("")
+    assert load_inventory(inv, environ={"SEGTUI_PASSWORD": "pw"}).appliances[0].host == host
+
+
+def test_appliance_known_hosts_is_named_by_its_appliance(tmp_path: Path) -> None:
+    (tmp_path / "kh_bad").write_text("garbage\n")
+    text = GOOD.replace('cluster = "mailcluster"', 'cluster = "mailcluster"\nknown_hosts = "kh_bad"')
+    line = _one_line_error(_check(tmp_path, text), "appliance[0] (esa1).known_hosts", "cannot parse")
+    assert "defaults.known_hosts" not in line
+
+
+@pytest.mark.parametrize(
+    "var,value,fragment",
+    [("SEGTUI_DEADLINES", "not-json", "SEGTUI_DEADLINES"), ("SEGTUI_DEADLINES__REBOOT", "-5", "deadlines.reboot")],
+)
+def test_bad_environment_value_names_the_variable(tmp_path: Path, var: str, value: str, fragment: str) -> None:
+    line = _one_line_error(_check(tmp_path, GOOD, {var: value}), f"environment variable {var}", fragment)
+    assert "segtui.toml" not in line  # there is no such file here
+
+
+def test_state_dir_that_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    env: dict[str, str | None] = {"SEGTUI_STATE_DIR": str(tmp_path / "afile")}
+    _one_line_error(_check(tmp_path, GOOD, env), "state_dir", "not a directory")
+
+
+def test_state_dir_without_parent(tmp_path: Path) -> None:
+    env: dict[str, str | None] = {"SEGTUI_STATE_DIR": str(tmp_path / "no" / "such" / "dir")}
+    _one_line_error(_check(tmp_path, GOOD, env), "state_dir", "does not exist")
+
+
+def test_corrupted_journal_gives_guidance(tmp_path: Path) -> None:
+    inv = tmp_path / "inventory.toml"
+    inv.write_text(GOOD)
+    (tmp_path / "known_hosts").write_text("")
+    state = tmp_path / ".segtui"
+    state.mkdir(mode=0o700)
+    (state / "journal.sqlite").write_bytes(b"SQLite format 3\x00" + b"\xff" * 4096)
+    proc = run(["resume", "--inventory", str(inv)], tmp_path, {})
+    _one_line_error(proc, "journal", "move it aside")
+
+
+def test_plan_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    """`segtui plan ... | head -1`: no BrokenPipeError traceback, no 'Exception ignored' at exit."""
+    many = GOOD + "".join(
+        f'\n[[appliance]]\nname = "esa{i}"\nhost = "10.0.{i // 250}.{i % 250}"\n' for i in range(2, 400)
+    )
+    inv = tmp_path / "inventory.toml"
+    inv.write_text(many)
+    (tmp_path / "known_hosts").write_text("")
+    env = {**os.environ, "SEGTUI_PASSWORD": "pw"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "segtui", "plan", "--offline", "--inventory", str(inv), "--target", "16.0.0-123"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().startswith("plan:")
+    proc.stdout.close()  # the reader goes away, as `head -1` does
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0, stderr
+    assert stderr == "", stderr
