@@ -143,7 +143,10 @@ class Settings(BaseSettings):
         floor = self.min_scaled_deadline
         deadlines = Deadlines(**{k: max(floor, v * factor) for k, v in self.deadlines.model_dump().items()})
         polling = Polling(**{k: max(0.1, v * factor) for k, v in self.polling.model_dump().items()})
-        guards = self.guards.model_copy(update={"wait": self.guards.wait * factor, "bake": self.guards.bake * factor})
+        # The guard must be able to read every peer at least once (SSH is not faster in a demo): floored like deadlines.
+        guards = self.guards.model_copy(
+            update={"wait": max(floor, self.guards.wait * factor), "bake": self.guards.bake * factor}
+        )
         window = self.window.model_copy(update={"estimate": self.window.estimate * factor})
         return self.model_copy(update={"deadlines": deadlines, "polling": polling, "guards": guards, "window": window})
 

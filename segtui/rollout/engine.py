@@ -177,6 +177,11 @@ class Rollout:
         if state == RolloutState.PAUSED:
             self._unpaused.clear()
             self.pause_reason = reason
+            if self.exit_on_pause:
+                # Nobody will unpause this process: in-flight appliances before their upgrade are made safe now
+                # (pending again, `segtui resume` continues them) instead of holding the run open for ever.
+                for proc, _task in self._running.values():
+                    proc.request_stop(Aborted(State.PENDING, f"paused ({reason}): made safe, continues on resume"))
         else:
             self._unpaused.set()
             self._window_closed = False
@@ -770,7 +775,13 @@ class Rollout:
         return [
             spec
             for n, spec in self.specs.items()
-            if n != name and spec.group == group and self.records[n].listeners == "active"
+            if n != name
+            and spec.group == group
+            and self.records[n].listeners == "active"
+            and not self.records[n].suspended_by_us  # journaled before the suspend command: already going out
+            # A peer that already failed in this rollout is a reported problem, counted against the budget: the
+            # guard relies on the healthy ones rather than hold the whole group on it.
+            and self.records[n].state not in FAILURE_STATES
         ]
 
     def _blocked(self, name: str) -> str | None:
@@ -805,6 +816,10 @@ class Rollout:
                 for name in list(waiting):
                     if self._pending_pause is not None:
                         break  # a guard timed out: nothing more starts
+                    if self.budget_spent():
+                        # The budget is the whole rollout's, counted as failures happen, not batch by batch.
+                        self._auto_pause(self._budget_message().split("; unpausing")[0])
+                        break
                     rec = self.records[name]
                     if rec.state not in (State.PENDING, State.RUNNING):
                         waiting.remove(name)  # skipped meanwhile

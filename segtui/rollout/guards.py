@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -74,7 +75,12 @@ class CapacityGuard:
 
     async def problems(self, peers: list[ApplianceSpec]) -> list[str]:
         found = await asyncio.gather(*(self._read(p) for p in peers))
-        return [self.ctx.clean(p) for p in found if p is not None]
+        # Reading takes a moment: a peer that went out of service meanwhile (its own procedure suspended it) is
+        # no longer one to rely on, and what it says now is not a reason to wait.
+        still = {p.name for p in self.peers()}
+        return [
+            self.ctx.clean(text) for p, text in zip(peers, found, strict=True) if text is not None and p.name in still
+        ]
 
     async def close(self) -> None:
         clients, self._clients = list(self._clients.values()), {}
@@ -93,9 +99,6 @@ class CapacityGuard:
         Raises GuardTimeout past `guards.wait`. `on_wait(reason, since)` is called whenever the reason changes
         (`esa03 work queue 12,340 > 5,000`; several peers joined by `; `).
         """
-        peers = self.peers()
-        if not peers:
-            return "no-peers", "no other appliance of its group in service: nothing to check"
         g = self.ctx.settings.guards
         since = time.time()
         end = time.monotonic() + g.wait
@@ -105,12 +108,17 @@ class CapacityGuard:
                 interrupt.clear()  # before looking: a wake-up arriving from here on is not lost
                 if overridden():
                     return "overridden", f"guard overridden by the operator ({last_reason or 'no reason yet'})"
+                # Looked up at every check: a peer that went out of service meanwhile is no longer one to rely on.
+                peers = self.peers()
+                if not peers:
+                    return "no-peers", "no other appliance of its group in service: nothing to check"
                 problems = await self.problems(peers)
                 if not problems:
                     note = f"{len(peers)} peer(s) ready" + (f" after waiting on: {last_reason}" if last_reason else "")
                     return "passed", note
                 reason = "; ".join(problems)
-                if reason != last_reason:
+                # Said again only when what is wrong changes, not every time a queue figure moves.
+                if _shape(reason) != _shape(last_reason):
                     last_reason = reason
                     on_wait(reason, since)
                 left = end - time.monotonic()
@@ -123,6 +131,10 @@ class CapacityGuard:
                     pass
         finally:
             await self.close()
+
+
+def _shape(reason: str) -> str:
+    return re.sub(r"[0-9][0-9,.]*", "#", reason)
 
 
 @dataclass(frozen=True)

@@ -226,6 +226,10 @@ class ApplianceProcedure:
         if self.stop_request is not None and not self.past_point_of_no_return:
             raise self.stop_request
         if step in HOLDABLE and self._unpaused is not None and not self._unpaused.is_set():
+            if self.rec.suspended_by_us:
+                # Out of service (between hops, or drained and waiting to upgrade): a pause never holds mail
+                # capacity down. Bring it back now (listeners resumed, settings restored); it continues later.
+                raise Aborted(State.PENDING, f"paused: brought back into service before {step.value}")
             self.note(f"paused before {step.value}")
             unpaused = self._unpaused
             await self._interruptible(unpaused.wait)
