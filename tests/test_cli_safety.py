@@ -171,7 +171,29 @@ def test_interactive_resume_autostarts_only_where_no_gate_applies(
     assert cli.main(["resume", "--inventory", str(inv), *flags]) == 1
     assert seen["autostart"] is autostart
     assert seen["readonly"] is ("--readonly" in flags)
-    assert seen["state"] == "ready"  # nothing was started before the dashboard came up
+    assert seen["state"] != "running"  # nothing was started before the dashboard came up
+
+
+def test_readonly_resume_writes_nothing_to_the_journal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import segtui.tui.app
+
+    inv = inventory(tmp_path, "production")
+    journal, rollout_id = journal_with_rollout(inv)
+    before = journal.db.execute("SELECT COUNT(*) FROM actions").fetchone()[0]
+    shown: dict[str, Any] = {}
+
+    async def fake_dashboard(rollout: Any, *, readonly: bool, autostart: bool, sim: Any = None) -> str:
+        shown.update(records=dict(rollout.records))
+        return "paused"
+
+    monkeypatch.setattr(segtui.tui.app, "run_dashboard", fake_dashboard)
+    monkeypatch.delenv("SEGTUI_STATE_DIR", raising=False)
+    cli.main(["resume", "--inventory", str(inv), "--readonly"])
+    # the interrupted rollout is shown as the journal has it...
+    assert shown["records"]["esa1"].error == "boom"
+    # ...and read-only changed nothing: no operator action, the rollout still interrupted (not reopened or closed)
+    assert journal.db.execute("SELECT COUNT(*) FROM actions").fetchone()[0] == before
+    assert journal.db.execute("SELECT outcome FROM rollouts WHERE id = ?", (rollout_id,)).fetchone()[0] is None
 
 
 # --- the last resort -----------------------------------------------------------------------------------------------

@@ -117,6 +117,10 @@ async def resume(args: argparse.Namespace) -> int:
         old_budget = saved.get("max_fail")
         opts = options(args, settings, saved)
         rollout = Rollout(inventory, settings, target(version), journal, opts, exit_on_pause=args.headless)
+        if args.readonly:
+            # Read-only changes nothing, the journal included: the interrupted rollout is shown as it was left.
+            rollout.review(rollout_id)
+            return await execute(args, rollout, autostart=False)
         rollout.attach(rollout_id, who)
         if args.max_fail and args.max_fail != old_budget:
             journal.action("raise-budget", f"--max-fail {old_budget} -> {args.max_fail}", who)

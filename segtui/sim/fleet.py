@@ -65,7 +65,9 @@ def parse_faults(spec: str | None) -> dict[str, set[str]]:
     return out
 
 
-_HOST_WORDS = ("gw", "mx", "smtp", "mta", "relay", "mailgw", "ironport", "sg", "inbound", "edge")
+# Not "ironport": it is also the factory password the simulator uses, and a hostname containing the password
+# would be masked in every transcript and report.
+_HOST_WORDS = ("gw", "mx", "smtp", "mta", "relay", "mailgw", "esg", "sg", "inbound", "edge")
 _SITES = ("ams", "fra", "lon", "nyc", "sjc", "sin", "syd", "par", "dub", "tor", "zrh", "osl")
 _SUBDOMAINS = ("mail", "smtp", "mx", "dmz", "msg")
 _DOMAINS = ("example.net", "corp.example", "example.org", "mail.example.com", "example.co.uk", "grp.example")

@@ -84,6 +84,7 @@ class TypeNameScreen(ModalScreen[bool]):
             self.dismiss(False)
 
     def action_cancel(self) -> None:
+        self.app.notify("Cancelled: nothing was done.", markup=False)
         self.dismiss(False)
 
 
