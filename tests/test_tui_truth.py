@@ -337,3 +337,16 @@ async def test_the_concurrency_cap_is_said(tmp_path: Path) -> None:
         await until(pilot, lambda: "2 at a time (concurrency cap)" in drawn(app.query_one("#header")))
         await pilot.press("g")
         assert isinstance(app.screen, ConfirmScreen) and "At most 2 at a time" in app.screen.question
+
+
+def test_operator_actions_in_the_event_log_name_their_appliance(tmp_path: Path) -> None:
+    from segtui.rollout.events import OperatorActed
+    from segtui.tui.model import FleetModel
+
+    rollout = make_static(tmp_path)
+    model = FleetModel(rollout)
+    model.on_event(OperatorActed(action="give-up", target="esa02", who="alice@noc1"))
+    model.on_event(OperatorActed(action="raise-budget", target="--max-fail 0 -> 2", who="alice@noc1"))
+    give_up, budget = list(model.log)[-2:]
+    assert give_up.appliance == "esa02" and "alice@noc1: give-up esa02" in give_up.text
+    assert budget.appliance is None and "--max-fail 0 -> 2" in budget.text

@@ -336,7 +336,10 @@ class FleetModel:
         elif kind == "OperatorActed":
             who = getattr(event, "who", "")
             action = getattr(event, "action", "")
-            self._log("operator", f"{who}: {action}", name, ts=event.ts)
+            target = getattr(event, "target", None)
+            # The target names the appliance (skip, retry, listeners...) or what changed (a budget, a window).
+            on = target if target in self.rows else name
+            self._log("operator", f"{who}: {action}" + (f" {target}" if target else ""), on, ts=event.ts)
         elif kind == "GuardWaiting" and row:
             row.state = GUARD_STEP if not row.final else row.state
             row.guard_reason = str(getattr(event, "reason", ""))
