@@ -53,8 +53,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+# Names an operator types or reads on screen: printable text only (a control sequence in a fleet or group name
+# would reach the terminal through every screen, report and log line that shows it).
+_PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f]+$"
+
+
 class FleetSection(_Strict):
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, pattern=_PRINTABLE)
     environment: Environment = "production"
     update_server: str = Field(pattern=r"^https?://[^/\s]+(/\S*)?$")
 
@@ -76,8 +81,8 @@ class ApplianceSection(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
     host: str = Field(min_length=1)
     port: int | None = Field(default=None, ge=1, le=65535)
-    group: str = "default"
-    cluster: str | None = None
+    group: str = Field("default", min_length=1, pattern=_PRINTABLE)
+    cluster: str | None = Field(None, min_length=1, pattern=_PRINTABLE)
     username: str | None = None
     password_env: str | None = None
     key_file: str | None = None
@@ -180,6 +185,8 @@ def load_inventory(path: Path, *, environ: dict[str, str] | None = None) -> Inve
                 msg = "required key is missing"
             elif err["type"] == "extra_forbidden":
                 msg = "unknown key"
+            elif err["type"] == "string_pattern_mismatch" and (err.get("ctx") or {}).get("pattern") == _PRINTABLE:
+                msg = "must be printable text (no control characters or escape sequences)"
             errors.append(f"{path}: {where}: {msg}")
         raise InputError(errors) from None
 

@@ -33,6 +33,19 @@ cluster = "mailcluster"
 # (what is wrong, inventory text or None for a missing file, env changes, expected fragment of the line)
 CASES: list[tuple[str, str | None, dict[str, str | None], str]] = [
     ("file missing", None, {}, "inventory file not found"),
+    (
+        "control sequence in fleet name",
+        GOOD.replace('name = "emea-prod"', 'name = "emea\\u001b]0;PWNED\\u0007"'),
+        {},
+        "fleet.name",
+    ),
+    ("control sequence in group", GOOD.replace('group = "dc1"', 'group = "dc1\\u001b[2J"'), {}, ".group"),
+    (
+        "control character in cluster",
+        GOOD.replace('cluster = "mailcluster"', 'cluster = "mail\\u0007"'),
+        {},
+        ".cluster",
+    ),
     ("bad TOML", "[fleet\nname=", {}, "not valid TOML"),
     (
         "missing fleet",
