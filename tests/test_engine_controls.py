@@ -146,8 +146,8 @@ async def test_suspended_listeners_count_against_max_unavailable(tmp_path: Path)
         # esa04 could never go: two of dc2 stay out of service; the rollout says so instead of waiting for ever
         assert outcome == Outcome.PAUSED and rollout.records["esa04"].state == State.PENDING
         assert "group dc2: 2 out of service (esa02, esa06 with listeners suspended)" in rollout.pause_reason
-        hand = {(w.appliance, w.what) for w in rollout.needs_a_person()}
-        assert ("esa02", "listeners suspended") in hand and ("esa06", "listeners suspended") in hand
+        hand = {w.appliance for w in rollout.needs_a_person() if w.what.startswith("listeners suspended")}
+        assert {"esa02", "esa06"} <= hand, rollout.needs_a_person()
         assert any(w.appliance == "esa06" and "resumelistener" in w.command for w in rollout.needs_a_person())
         assert fleet.nodes["esa04"].appliance.upgrades_done == []
     finally:

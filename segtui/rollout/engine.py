@@ -395,7 +395,7 @@ class Rollout:
                 )
             if rec.listeners in UNAVAILABLE_LISTENERS:
                 how = (
-                    "suspended before the rollout (not by segtui)"
+                    "suspended before the rollout (left as found: segtui's procedure did not suspend them)"
                     if rec.suspended_elsewhere
                     else ("may be suspended (unknown)" if rec.listeners == "unknown" else "suspended")
                 )
