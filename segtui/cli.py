@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--batch")
         p.add_argument("--concurrency", type=int, help="(plan) appliances upgraded at once at most")
         p.add_argument("--offline", action="store_true", help="(plan) do not connect to read versions")
+        p.add_argument("--window", help="(plan) length of a maintenance window, e.g. 4h or 90m: how many are needed")
     return parser
 
 

@@ -137,9 +137,6 @@ class Inventory(BaseModel):
                 return a
         raise KeyError(name)
 
-    def manifest_url(self, tag: str) -> str:
-        return f"{self.update_server.rstrip('/')}/asyncos/{tag}.xml"
-
     def load_known_hosts(self) -> dict[Path, asyncssh.SSHKnownHosts]:
         """Parse each known_hosts file once for the whole fleet."""
         out: dict[Path, asyncssh.SSHKnownHosts] = {}

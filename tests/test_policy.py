@@ -368,3 +368,38 @@ def test_an_untrusted_lock_directory_refuses_when_the_locks_are_made(tmp_path: P
         ApplianceLocks(settings, "fleet.toml -> 16.0.0-123")
     (line,) = refused.value.problems
     assert "appliance lock directory (locks.dir)" in line and "0777" in line
+
+
+@pytest.mark.parametrize(
+    "batches,groups,max_unavailable,concurrency,waves",
+    [
+        ([["a"], ["b", "c"]], {"a": "g1", "b": "g1", "c": "g2"}, 1, 50, 2),  # b and c in different groups: one wave
+        ([["a", "b", "c"]], {"a": "g1", "b": "g1", "c": "g1"}, 1, 50, 3),  # one group, one at a time
+        ([["a", "b", "c", "d"]], {"a": "g1", "b": "g1", "c": "g2", "d": "g2"}, 2, 50, 1),
+        ([["a", "b", "c", "d"]], {"a": "g1", "b": "g2", "c": "g3", "d": "g4"}, 1, 2, 2),  # the concurrency cap
+        ([], {}, 1, 50, 0),
+    ],
+)
+def test_fleet_duration_counts_waves_per_batch(
+    batches: list[list[str]], groups: dict[str, str], max_unavailable: int, concurrency: int, waves: int
+) -> None:
+    from segtui.rollout.window import fleet_duration
+
+    assert fleet_duration(batches, groups, max_unavailable, concurrency, 600.0) == waves * 600.0
+
+
+@pytest.mark.parametrize("duration,window,needed", [(0, 3600, 1), (3600, 3600, 1), (3601, 3600, 2), (9000, 3600, 3)])
+def test_windows_needed(duration: float, window: float, needed: int) -> None:
+    from segtui.rollout.window import windows_needed
+
+    assert windows_needed(duration, window) == needed
+
+
+def test_plan_says_how_many_windows_the_fleet_needs(tmp_path: Path) -> None:
+    from tests.test_cli_safety import inventory, segtui
+
+    inv = inventory(tmp_path, "lab")
+    proc = segtui(["plan", "--offline", "--inventory", str(inv), "--target", "16.0.0-123", "--window", "1h"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    # two appliances of one group, one at a time, 40 min each: 80 min, two one-hour windows
+    assert "expected duration: about 1.3 h" in proc.stdout and "2 window(s) of 1h" in proc.stdout, proc.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from segtui.commands.common import EXIT_FAILED, EXIT_OK, EXIT_PREFLIGHT, load, open_journal, options, target
 from segtui.console import say
@@ -23,8 +24,27 @@ async def check_plan(args: argparse.Namespace) -> int:
         return EXIT_OK if result.ok else EXIT_PREFLIGHT
     opts = options(args, settings)
     checks = None if args.offline else {a.name: a for a in (await preflight(ctx)).appliances}
-    say("\n".join(render_plan(ctx, opts, plan_batches(ctx, opts), checks)))
+    batches = plan_batches(ctx, opts)
+    say("\n".join(render_plan(ctx, opts, batches, checks)))
+    say(window_line(args, settings, inventory, opts, batches))
     return EXIT_OK
+
+
+def window_line(args: argparse.Namespace, settings: Any, inventory: Any, opts: Any, batches: list[list[str]]) -> str:
+    """How long the plan takes at the expected time per appliance, and how many windows of `--window` it needs."""
+    import time
+
+    from segtui.rollout.window import fleet_duration, parse_until, windows_needed
+
+    groups = {a.name: a.group for a in inventory.appliances}
+    per = settings.window.estimate
+    total = fleet_duration(batches, groups, opts.max_unavailable, opts.concurrency, per)
+    line = f"\nexpected duration: about {total / 3600:.1f} h at {per / 60:.0f} min per appliance (window.estimate)"
+    if getattr(args, "window", None):
+        now = time.time()
+        length = parse_until("+" + args.window.lstrip("+"), now, source="--window") - now
+        line += f"; {windows_needed(total, length)} window(s) of {args.window.lstrip('+')}"
+    return line
 
 
 async def prepare(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from segtui.rollout.events import CommandExchanged, RolloutEvent
 from segtui.rollout.journal import Journal
 from segtui.settings import Settings
 from segtui.textsafe import Redactor, clean
+from segtui.updates.manifest import manifest_url
 
 
 def _no_peers(_name: str) -> list[ApplianceSpec]:
@@ -62,7 +63,7 @@ class RolloutContext:
         """Images from our update server; the list from the manifest named after the current version."""
         return UpgradeSource(
             images=server_hostport(self.inventory.update_server),
-            manifest=self.inventory.manifest_url(current.tag()),
+            manifest=manifest_url(self.inventory.update_server, current),
         )
 
     def connect_options(self, spec: ApplianceSpec) -> ConnectOptions:

@@ -52,3 +52,27 @@ def clock_text(epoch: float) -> str:
     if time.strftime("%Y-%m-%d", when) == time.strftime("%Y-%m-%d"):
         return time.strftime("%H:%M", when)
     return time.strftime("%b %d %H:%M", when)
+
+
+def fleet_duration(
+    batches: list[list[str]], groups: dict[str, str], max_unavailable: int, concurrency: int, per_appliance: float
+) -> float:
+    """Expected seconds for the whole plan: batches run one after another; within a batch an appliance waits for
+    a free slot of its capacity group (`max_unavailable`) and of the concurrency cap, each slot taking
+    `per_appliance` seconds."""
+    total = 0.0
+    for batch in batches:
+        per_group: dict[str, int] = {}
+        for name in batch:
+            per_group[groups.get(name, "")] = per_group.get(groups.get(name, ""), 0) + 1
+        waves = max(
+            max((-(-n // max(1, max_unavailable)) for n in per_group.values()), default=0),
+            -(-len(batch) // max(1, concurrency)),
+        )
+        total += waves * per_appliance
+    return total
+
+
+def windows_needed(duration: float, window: float) -> int:
+    """How many maintenance windows of `window` seconds a plan of `duration` seconds needs (at least one)."""
+    return max(1, -(-int(duration) // max(1, int(window))))
