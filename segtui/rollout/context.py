@@ -42,6 +42,9 @@ class RolloutContext:
     staged: dict[str, Version] = field(default_factory=dict)  # images `segtui stage` left on appliances
     # Set by the engine: the peers of an appliance's capacity group that are in service right now.
     in_service_peers: Callable[[str], list[ApplianceSpec]] = _no_peers
+    # The latest reading of each peer by any capacity guard (monotonic time, the read): guards of one group share
+    # them, so a large group is read once per polling interval, not once per waiting appliance.
+    peer_readings: dict[str, tuple[float, asyncio.Future[str | None]]] = field(default_factory=dict)
     # From the pre-flight, where known: the versions each appliance passes through, in order, ending at the target.
     expected_paths: dict[str, list[Version]] = field(default_factory=dict)
     # Every appliance password and the update server's URL credentials: nothing recorded may hold them.

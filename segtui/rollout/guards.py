@@ -60,6 +60,16 @@ class CapacityGuard:
         return [p for p in self.ctx.in_service_peers(self.spec.name) if p.name != self.spec.name]
 
     async def _read(self, peer: ApplianceSpec) -> str | None:
+        """The peer's problem (or None), from a reading shared with the other guards while it is fresh."""
+        now = time.monotonic()
+        cached = self.ctx.peer_readings.get(peer.name)
+        if cached is not None and (not cached[1].done() or now - cached[0] < self.ctx.settings.polling.workqueue):
+            return await asyncio.shield(cached[1])
+        reading: asyncio.Future[str | None] = asyncio.ensure_future(self._read_now(peer))
+        self.ctx.peer_readings[peer.name] = (now, reading)
+        return await asyncio.shield(reading)
+
+    async def _read_now(self, peer: ApplianceSpec) -> str | None:
         client = self._clients.get(peer.name)
         if client is None:
             client = self._clients[peer.name] = self.ctx.appliance(peer, journal_commands=False)
