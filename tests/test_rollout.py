@@ -72,11 +72,15 @@ async def test_no_upgrade_while_mail_in_queue_and_listeners_resumed(tmp_path: Pa
     try:
         rollout = make_rollout(fleet, tmp_path, options=RolloutOptions(max_unavailable=2))
         depth_at_upgrade: dict[str, int] = {}
+        depth_at_suspend: dict[str, int] = {}
         reported: list[int] = []
 
         def watch(ev: RolloutEvent) -> None:
             if isinstance(ev, WorkQueueDepth) and ev.draining:
                 reported.append(ev.depth)
+            if isinstance(ev, StepStarted) and ev.step.value == "suspend":
+                a = fleet.nodes[ev.appliance].appliance
+                depth_at_suspend[ev.appliance] = a.tick_mail(fleet.time_scale, fleet.durations.drain_rate)
             if isinstance(ev, StepStarted) and ev.step.value == "upgrade":
                 # Read the simulator's own truth at the moment the upgrade step starts.
                 a = fleet.nodes[ev.appliance].appliance
@@ -86,7 +90,12 @@ async def test_no_upgrade_while_mail_in_queue_and_listeners_resumed(tmp_path: Pa
         outcome = await rollout.run(autostart=True)
         assert outcome == "completed"
         assert depth_at_upgrade and all(d == 0 for d in depth_at_upgrade.values())
-        assert reported and max(reported) > 0  # the drain was live, not assumed
+        # The drain was live, not assumed: there was mail when receiving stopped, and segtui read the work queue
+        # (until zero) before each upgrade. (How many non-zero readings it catches depends on the machine's speed.)
+        assert any(d > 0 for d in depth_at_suspend.values()), depth_at_suspend
+        for name in fleet.nodes:
+            polled = [c for _, c, _ in rollout.journal.commands_of(name) if c == "workqueue status"]
+            assert polled, name
         for node in fleet.nodes.values():
             a = node.appliance
             assert not a.suspended and a.version == (16, 0, 0, 123)
