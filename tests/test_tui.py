@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import asyncssh
+import pytest
 
 from segtui.asyncos.versions import Version
 from segtui.inventory import load_inventory
@@ -371,6 +372,7 @@ async def _settle(pilot) -> None:  # type: ignore[no-untyped-def]
 # --- a real terminal ------------------------------------------------------------------------------
 
 
+@pytest.mark.needs("tmux")
 def test_demo_in_a_real_terminal_under_tmux(tmp_path: Path) -> None:
     cmd = (
         f"cd {tmp_path} && SEGTUI_PASSWORD='{TEST_PASSWORD}' {sys.executable} -m segtui demo --appliances 4 "

@@ -6,6 +6,8 @@ import asyncio
 import sys
 from pathlib import Path
 
+import pytest
+
 from segtui.rollout.events import ApplianceStateChanged, RolloutState, State
 from segtui.rollout.lock import InventoryLock
 from segtui.tui.app import SegtuiApp
@@ -95,6 +97,7 @@ async def test_bell_rings_on_needs_attention(tmp_path: Path) -> None:
         assert rings == [1]
 
 
+@pytest.mark.needs("tmux")
 def test_watch_in_a_real_terminal_at_100x30(tmp_path: Path) -> None:
     """A second process drives (writes the journal); `run_watch` in tmux at 100x30 follows it live."""
     driver = make_static(tmp_path)
