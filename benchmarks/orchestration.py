@@ -1,5 +1,8 @@
 """Orchestration overhead: a rollout of 500 appliances vs 10, all in one batch, same time scale.
 
+The mail-flow guards are on, as in a real rollout: every appliance's capacity guard reads its peers
+before suspend, and every appliance bakes (guards.bake, scaled) before it counts as done.
+
 Target: T(500) <= 1.10 x T(10). The simulator runs in its own process with fixed durations, so the
 per-appliance procedure time is the floor and the ratio measures segtui's own overhead.
 
@@ -60,6 +63,8 @@ async def one_rollout(n: int, scale: float) -> tuple[float, float, float, str]:
         for step, took_s in rows:
             by_step.setdefault(step, []).append(took_s)
         print("    " + "  ".join(f"{k} {statistics.median(v):.1f}/{max(v):.1f}" for k, v in by_step.items()))
+        bakes = Counter((r.bake or {}).get("verdict", "none") for r in rollout.records.values())
+        print(f"    bake {settings.guards.bake:.0f} s each: " + ", ".join(f"{v} {c}" for v, c in bakes.most_common()))
         errors = Counter((r.error or "")[:90] for r in rollout.records.values() if r.state != "done")
         for error, count in errors.most_common(5):
             print(f"    {count} x {error}", flush=True)

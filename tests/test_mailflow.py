@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from segtui.rollout.engine import Outcome, RolloutOptions
-from segtui.rollout.events import State
+from segtui.rollout.events import ListenersChanged, RolloutEvent, State, WorkQueueDepth
 from tests.conftest import make_rollout, start_fleet
 
 
@@ -76,5 +76,36 @@ async def test_an_overloaded_peer_holds_its_group_then_the_rollout_pauses(tmp_pa
             assert rec.guard_waits and "esa01" in json.dumps(rec.guard_waits), rec.guard_waits
         for name in others:  # the other group was never held by it
             assert rollout.records[name].state == State.DONE, (name, rollout.records[name])
+    finally:
+        await fleet.stop()
+
+
+async def test_the_peers_of_an_appliance_out_of_service_are_read_while_it_is_out(tmp_path: Path) -> None:
+    # One appliance at a time: while it is suspended, draining or rebooting, its in-service peers are read every
+    # polling interval (the dashboard's work-queue panel shows where its mail goes), not only by the guards before.
+    fleet = await start_fleet(tmp_path, 4, clusters=False)
+    try:
+        rollout = make_rollout(fleet, tmp_path, options=RolloutOptions(batch="1", max_unavailable=1, max_fail="0"))
+        events: list[RolloutEvent] = []
+        rollout.subscribe(events.append)
+        assert await rollout.run(autostart=True) == Outcome.COMPLETED
+        group = {n: s.group for n, s in rollout.specs.items()}
+        seen_while_out = set()
+        for name in rollout.specs:
+            changes = [(e.ts, e.listeners) for e in events if isinstance(e, ListenersChanged) and e.appliance == name]
+            start = next(ts for ts, listeners in changes if listeners == "suspended")
+            end = next(ts for ts, listeners in changes if listeners == "active" and ts > start)
+            peers = {n for n in rollout.specs if group[n] == group[name] and n != name}
+            read = {
+                e.appliance
+                for e in events
+                if isinstance(e, WorkQueueDepth) and e.appliance in peers and start < e.ts < end
+            }
+            if peers:
+                assert read == peers, (name, peers, read)
+                seen_while_out.add(name)
+        assert seen_while_out, group  # the fleet had groups with peers
+        # the peers' readings were only read: none of them was taken out of service by it
+        assert all(rollout.records[n].state == State.DONE for n in rollout.specs)
     finally:
         await fleet.stop()

@@ -9,7 +9,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from segtui.asyncos.commands import Appliance, CommandTimeouts
-from segtui.asyncos.parsers import UpgradeSource
+from segtui.asyncos.parsers import StatusDetail, UpgradeSource
 from segtui.asyncos.session import ConnectOptions, Credentials, DialoguePolicy, Exchange, UnknownQuestionSink
 from segtui.asyncos.versions import Version
 from segtui.inventory import ApplianceSpec, Inventory
@@ -44,7 +44,7 @@ class RolloutContext:
     in_service_peers: Callable[[str], list[ApplianceSpec]] = _no_peers
     # The latest reading of each peer by any capacity guard (monotonic time, the read): guards of one group share
     # them, so a large group is read once per polling interval, not once per waiting appliance.
-    peer_readings: dict[str, tuple[float, asyncio.Future[str | None]]] = field(default_factory=dict)
+    peer_readings: dict[str, tuple[float, asyncio.Future[StatusDetail | str]]] = field(default_factory=dict)
     # From the pre-flight, where known: the versions each appliance passes through, in order, ending at the target.
     expected_paths: dict[str, list[Version]] = field(default_factory=dict)
     # Every appliance password and the update server's URL credentials: nothing recorded may hold them.

@@ -44,6 +44,7 @@ from segtui.rollout.events import (
     Step,
     log_entry,
 )
+from segtui.rollout.guards import watch_peers
 from segtui.rollout.journal import ApplianceRecord, Journal, RolloutRow, operator
 from segtui.rollout.procedure import Aborted, ApplianceProcedure
 from segtui.rollout.window import clock_text
@@ -638,6 +639,7 @@ class Rollout:
         if autostart:
             self.start()
         await self._started.wait()
+        watch = asyncio.create_task(watch_peers(self.ctx, self.peers_to_watch), name="peer-watch")
         try:
             if self.state == RolloutState.ABORTED and self._in_flight_first:
                 await self._make_in_flight_safe()
@@ -675,6 +677,8 @@ class Rollout:
             self._locks.release_all()
             raise
         finally:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
             await self._wait_for_running()
         return self._finish()
 
@@ -783,6 +787,20 @@ class Rollout:
             # guard relies on the healthy ones rather than hold the whole group on it.
             and self.records[n].state not in FAILURE_STATES
         ]
+
+    def peers_to_watch(self) -> list[ApplianceSpec]:
+        """The in-service peers of the appliances whose listeners are down now: where their mail goes meanwhile."""
+        out = {
+            n
+            for n, rec in self.records.items()
+            if rec.suspended_by_us or (rec.listeners in UNAVAILABLE_LISTENERS and n in self._running)
+        }
+        seen: dict[str, ApplianceSpec] = {}
+        for name in sorted(out):
+            for peer in self.in_service_peers(name):
+                if peer.name not in out:
+                    seen.setdefault(peer.name, peer)
+        return list(seen.values())
 
     def _blocked(self, name: str) -> str | None:
         """Why the appliance cannot start now (capacity, cluster, concurrency), or None."""

@@ -21,6 +21,7 @@ from segtui.asyncos.errors import ApplianceError
 from segtui.asyncos.parsers import StatusDetail
 from segtui.inventory import ApplianceSpec
 from segtui.rollout.context import RolloutContext
+from segtui.rollout.events import WorkQueueDepth
 
 
 class GuardTimeout(ApplianceError):
@@ -48,28 +49,29 @@ def peer_problem(peer: str, status: StatusDetail, queue_max: int) -> str | None:
     return None
 
 
-class CapacityGuard:
-    """Before an appliance goes out of service: every in-service peer of its group reachable, Online, not backed up."""
+class PeerReader:
+    """Reads in-service peers' `status detail`, sharing each reading while it is fresh (one polling interval).
 
-    def __init__(self, ctx: RolloutContext, spec: ApplianceSpec) -> None:
+    Every capacity guard of a group and the peer watch read through the context's shared readings, so a large group
+    is read once per polling interval, not once per waiting appliance. Each reading is also a `WorkQueueDepth` event:
+    the dashboard shows where the mail of the appliances out of service goes. A reader owns its SSH sessions.
+    """
+
+    def __init__(self, ctx: RolloutContext) -> None:
         self.ctx = ctx
-        self.spec = spec
         self._clients: dict[str, Appliance] = {}
 
-    def peers(self) -> list[ApplianceSpec]:
-        return [p for p in self.ctx.in_service_peers(self.spec.name) if p.name != self.spec.name]
-
-    async def _read(self, peer: ApplianceSpec) -> str | None:
-        """The peer's problem (or None), from a reading shared with the other guards while it is fresh."""
+    async def read(self, peer: ApplianceSpec) -> StatusDetail | str:
+        """The peer's status, or why it could not be read (`esa03 unreachable: ...`)."""
         now = time.monotonic()
         cached = self.ctx.peer_readings.get(peer.name)
         if cached is not None and (not cached[1].done() or now - cached[0] < self.ctx.settings.polling.workqueue):
             return await asyncio.shield(cached[1])
-        reading: asyncio.Future[str | None] = asyncio.ensure_future(self._read_now(peer))
+        reading: asyncio.Future[StatusDetail | str] = asyncio.ensure_future(self._read_now(peer))
         self.ctx.peer_readings[peer.name] = (now, reading)
         return await asyncio.shield(reading)
 
-    async def _read_now(self, peer: ApplianceSpec) -> str | None:
+    async def _read_now(self, peer: ApplianceSpec) -> StatusDetail | str:
         client = self._clients.get(peer.name)
         if client is None:
             client = self._clients[peer.name] = self.ctx.appliance(peer, journal_commands=False)
@@ -81,6 +83,49 @@ class CapacityGuard:
             self._clients.pop(peer.name, None)
             why = exc.message if isinstance(exc, ApplianceError) else "no answer in time"
             return f"{peer.name} unreachable: {why}"
+        self.ctx.emit(WorkQueueDepth(appliance=peer.name, depth=status.workqueue_messages, draining=False))
+        return status
+
+    async def keep_only(self, names: set[str]) -> None:
+        """Close the sessions of peers no longer read."""
+        for name in [n for n in self._clients if n not in names]:
+            await self._clients.pop(name).close()
+
+    async def close(self) -> None:
+        await self.keep_only(set())
+
+
+async def watch_peers(ctx: RolloutContext, peers: Callable[[], list[ApplianceSpec]]) -> None:
+    """While appliances are out of service, read their in-service peers every polling interval, so that the screen
+    shows the load move (the readings are shared with the capacity guards). Runs until cancelled."""
+    reader = PeerReader(ctx)
+    try:
+        while True:
+            watched = peers()
+            await reader.keep_only({p.name for p in watched})
+            if watched:
+                await asyncio.gather(*(reader.read(p) for p in watched))
+            await asyncio.sleep(ctx.settings.polling.workqueue)
+    finally:
+        await reader.close()
+
+
+class CapacityGuard:
+    """Before an appliance goes out of service: every in-service peer of its group reachable, Online, not backed up."""
+
+    def __init__(self, ctx: RolloutContext, spec: ApplianceSpec) -> None:
+        self.ctx = ctx
+        self.spec = spec
+        self._reader = PeerReader(ctx)
+
+    def peers(self) -> list[ApplianceSpec]:
+        return [p for p in self.ctx.in_service_peers(self.spec.name) if p.name != self.spec.name]
+
+    async def _read(self, peer: ApplianceSpec) -> str | None:
+        """The peer's problem (or None)."""
+        status = await self._reader.read(peer)
+        if isinstance(status, str):
+            return status
         return peer_problem(peer.name, status, self.ctx.settings.guards.peer_queue_max)
 
     async def problems(self, peers: list[ApplianceSpec]) -> list[str]:
@@ -93,9 +138,7 @@ class CapacityGuard:
         ]
 
     async def close(self) -> None:
-        clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            await client.close()
+        await self._reader.close()
 
     async def wait(
         self,
