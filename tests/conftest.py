@@ -7,6 +7,7 @@ import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import asyncssh
 import pytest
 from hypothesis import settings as hypothesis_settings
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -146,3 +147,33 @@ def make_rollout(
     )
     rollout.begin()
     return rollout
+
+
+def offline_rollout(
+    tmp_path: Path,
+    n: int = 8,
+    options: RolloutOptions | None = None,
+    *,
+    settings: Settings | None = None,
+    environment: str = "lab",
+    fleet: str = "lab",
+) -> Rollout:
+    """A rollout of appliances nobody connects to (the bookkeeping, the dashboard), `esaNN` in groups dc1/dc2.
+    Not begun: the caller begins it (or attaches it) as the test needs."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    key = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
+    (tmp_path / "known_hosts").write_text(f"esa.example.com {key}")
+    rows = "".join(
+        f'[[appliance]]\nname = "esa{i:02d}"\nhost = "esa{i:02d}.example.com"\ngroup = "dc{i % 2 + 1}"\n'
+        for i in range(1, n + 1)
+    )
+    inv = tmp_path / "inventory.toml"
+    name = fleet.replace("\\", "\\\\").replace('"', '\\"')
+    inv.write_text(
+        f'[fleet]\nname = "{name}"\nenvironment = "{environment}"\n'
+        f'update_server = "http://updates.example.com"\n[defaults]\npassword_env = "SEGTUI_PASSWORD"\n{rows}'
+    )
+    settings = settings or make_settings(tmp_path / "state")
+    return Rollout(
+        load_inventory(inv), settings, TARGET, Journal.in_dir(settings.state_dir), options or RolloutOptions()
+    )

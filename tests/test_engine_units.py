@@ -7,35 +7,12 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
-import asyncssh
 import pytest
 
 from segtui.errors import InputError
-from segtui.inventory import load_inventory
-from segtui.rollout.engine import Rollout, RolloutOptions
+from segtui.rollout.engine import RolloutOptions
 from segtui.rollout.events import Outcome, RolloutState, State
-from segtui.rollout.journal import Journal
-from tests.conftest import TARGET, make_settings
-
-
-def offline_rollout(tmp_path: Path, n: int = 8, options: RolloutOptions | None = None) -> Rollout:
-    """A rollout of appliances nobody connects to (the bookkeeping alone)."""
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    key = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
-    (tmp_path / "known_hosts").write_text(f"esa.example.com {key}")
-    rows = "".join(
-        f'[[appliance]]\nname = "esa{i:02d}"\nhost = "esa{i:02d}.example.com"\ngroup = "dc{i % 2 + 1}"\n'
-        for i in range(1, n + 1)
-    )
-    inv = tmp_path / "inventory.toml"
-    inv.write_text(
-        '[fleet]\nname = "lab"\nenvironment = "lab"\nupdate_server = "http://updates.example.com"\n'
-        f'[defaults]\npassword_env = "SEGTUI_PASSWORD"\n{rows}'
-    )
-    settings = make_settings(tmp_path / "state")
-    return Rollout(
-        load_inventory(inv), settings, TARGET, Journal.in_dir(settings.state_dir), options or RolloutOptions()
-    )
+from tests.conftest import offline_rollout
 
 
 @pytest.mark.parametrize(

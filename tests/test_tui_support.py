@@ -6,37 +6,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-import asyncssh
-
-from segtui.asyncos.versions import Version
-from segtui.inventory import load_inventory
-from segtui.rollout.engine import Rollout, RolloutOptions
-from segtui.rollout.journal import Journal
+from segtui.rollout.engine import Rollout
 from segtui.settings import load_settings
 from segtui.tui.app import SegtuiApp
+from tests.conftest import offline_rollout
 
 SIZE = (160, 45)
 
 
 def make_static(tmp_path: Path, environment: str = "lab", fleet: str = "emea-prod", n: int = 4) -> Rollout:
-    """A rollout over an inventory whose appliances are never contacted (nothing here starts it)."""
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    key = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
-    (tmp_path / "known_hosts").write_text(f"esa.example.com {key}")
-    rows = "".join(
-        f'[[appliance]]\nname = "esa{i:02d}"\nhost = "esa{i:02d}.example.com"\ngroup = "dc{i % 2 + 1}"\n'
-        for i in range(1, n + 1)
-    )
-    inv = tmp_path / "inventory.toml"
-    name = fleet.replace("\\", "\\\\").replace('"', '\\"')
-    inv.write_text(
-        f'[fleet]\nname = "{name}"\nenvironment = "{environment}"\n'
-        f'update_server = "http://updates.example.com"\n[defaults]\npassword_env = "SEGTUI_PASSWORD"\n{rows}'
-    )
-    inventory = load_inventory(inv)
+    """A begun rollout over an inventory whose appliances are never contacted (nothing here starts it), with the
+    settings' real (unscaled) durations."""
     settings = load_settings().model_copy(update={"state_dir": tmp_path / "state"})
-    journal = Journal(settings.state_dir / "journal.sqlite")
-    rollout = Rollout(inventory, settings, Version.parse("16.0.0-123"), journal, RolloutOptions())
+    rollout = offline_rollout(tmp_path, n, settings=settings, environment=environment, fleet=fleet)
     rollout.begin()
     return rollout
 
