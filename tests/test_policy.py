@@ -31,7 +31,7 @@ from segtui.rollout.eta import Durations
 from segtui.rollout.events import State
 from segtui.rollout.journal import ApplianceRecord, Journal, ensure_state_dir
 from segtui.rollout.lock import InventoryLock, LockHeld
-from segtui.rollout.window import parse_until
+from segtui.rollout.window import parse_duration, parse_until
 from segtui.settings import LockSettings, Settings
 
 
@@ -181,6 +181,36 @@ def test_parse_until_never_crashes(text: str) -> None:
     assert end > NOW
 
 
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90s", 90), ("10m", 600), ("2h", 7200), ("1h30m", 5400), ("600", 600), (" 45s ", 45)]
+)
+def test_parse_duration_table(text: str, seconds: float) -> None:
+    assert parse_duration(text, "--bake") == seconds
+
+
+def test_parse_duration_zero_only_where_it_turns_a_thing_off() -> None:
+    assert parse_duration("0", "--bake", zero=True) == 0
+    with pytest.raises(InputError) as info:
+        parse_duration("0", "--window")
+    assert info.value.problems == ["--window: '0' is no time at all; give a duration above zero"]
+
+
+@pytest.mark.parametrize("bad", ["", "m", "10 m", "-5", "1.5m", "10min", "2d", "99999999", "1h 30m"])
+def test_parse_duration_refuses_with_one_line(bad: str) -> None:
+    with pytest.raises(InputError) as info:
+        parse_duration(bad, "--bake", zero=True)
+    assert len(info.value.problems) == 1 and info.value.problems[0].startswith("--bake: ")
+
+
+@given(text=st.text(max_size=16))
+def test_parse_duration_never_crashes(text: str) -> None:
+    try:
+        seconds = parse_duration(text, "--bake", zero=True)
+    except InputError:
+        return
+    assert 0 <= seconds < 10**8
+
+
 def test_durations_median_per_number_of_upgrades() -> None:
     recs = []
     for i, (hops, secs) in enumerate([(0, 100), (0, 300), (0, 200), (1, 500)]):
@@ -317,6 +347,60 @@ def test_appliance_lock_held_by_another_process_then_freed_by_kill(tmp_path: Pat
     assert lock_key("127.0.0.1", 22) != lock_key("127.0.0.1", 2222)
 
 
+def _team_dir(tmp_path: Path, mode: int = 0o3770) -> Path:
+    shared = tmp_path / "team-locks"
+    shared.mkdir()
+    os.chmod(shared, mode)
+    return shared
+
+
+def test_a_team_shared_lock_directory_is_accepted_and_its_locks_are_the_team_s(tmp_path: Path) -> None:
+    shared = _team_dir(tmp_path)  # group-writable, sticky (nobody removes another's lock), setgid
+    settings = Settings().model_copy(update={"locks": LockSettings(dir=shared)})
+    mine, theirs = ApplianceLocks(settings, "alice's run"), ApplianceLocks(settings, "bob's run")
+    assert mine.shared_gid == shared.stat().st_gid
+    assert mine.acquire("esa01", "10.0.0.1", 22) is None
+    path = shared / lock_key("10.0.0.1", 22)
+    st = path.stat()
+    assert st.st_mode & 0o777 == 0o660 and st.st_gid == shared.stat().st_gid  # the team can take it once free
+    refused = theirs.acquire("gw-a", "10.0.0.1", 22)
+    assert refused is not None and refused.startswith("another segtui (") and f"pid {os.getpid()}" in refused
+    mine.release("esa01")
+    assert theirs.acquire("gw-a", "10.0.0.1", 22) is None  # the same file, taken over
+    assert json.loads(path.read_text())["rollout"] == "bob's run"
+
+
+@pytest.mark.parametrize("mode", [0o0770, 0o1777, 0o0777])
+def test_a_shared_lock_directory_without_the_sticky_bit_or_open_to_everyone_is_refused(
+    tmp_path: Path, mode: int
+) -> None:
+    shared = _team_dir(tmp_path, mode)
+    settings = Settings().model_copy(update={"locks": LockSettings(dir=shared)})
+    with pytest.raises(InputError) as refused:
+        ApplianceLocks(settings, "run")
+    (line,) = refused.value.problems
+    assert "appliance lock directory (locks.dir)" in line and f"{mode:04o}" in line
+
+
+def test_a_hard_link_or_symlink_planted_in_a_shared_lock_directory_is_refused_and_its_target_untouched(
+    tmp_path: Path,
+) -> None:
+    shared = _team_dir(tmp_path)
+    settings = Settings().model_copy(update={"locks": LockSettings(dir=shared)})
+    victim = tmp_path / "journal-of-someone"
+    victim.write_text("precious")
+    os.chmod(victim, 0o660)
+    os.chown(victim, -1, shared.stat().st_gid)
+    os.link(victim, shared / lock_key("10.0.0.1", 22))
+    (shared / lock_key("10.0.0.2", 22)).symlink_to(victim)
+    locks = ApplianceLocks(settings, "run")
+    with pytest.raises(InputError, match="one link"):
+        locks.acquire("esa01", "10.0.0.1", 22)
+    with pytest.raises(InputError, match="symbolic link"):
+        locks.acquire("esa02", "10.0.0.2", 22)
+    assert victim.read_text() == "precious"
+
+
 def test_serial_lock_is_kept_when_the_serial_is_learned_again(tmp_path: Path) -> None:
     mine, other = _locks(tmp_path), _locks(tmp_path)
     assert mine.acquire("esa01", "10.0.0.1", 22) is None
@@ -326,6 +410,11 @@ def test_serial_lock_is_kept_when_the_serial_is_learned_again(tmp_path: Path) ->
     assert other.acquire("esa99", "esa01.example.com", 22) is None
     refused = other.acquire_serial("esa99", "SER-1")
     assert refused is not None and refused.startswith("another segtui (")
+    # the same box twice in one inventory: said as such, not as "another segtui" that is in fact this one
+    assert mine.acquire("esa02", "10.0.0.2", 22) is None
+    assert mine.acquire_serial("esa02", "SER-1") == "the same appliance as esa01 (serial SER-1) in this rollout: " + (
+        "nothing more done"
+    )
     mine.release("esa01")
     assert other.acquire_serial("esa99", "SER-1") is None
 

@@ -32,17 +32,14 @@ async def check_plan(args: argparse.Namespace) -> int:
 
 def window_line(args: argparse.Namespace, settings: Any, inventory: Any, opts: Any, batches: list[list[str]]) -> str:
     """How long the plan takes at the expected time per appliance, and how many windows of `--window` it needs."""
-    import time
-
-    from segtui.rollout.window import fleet_duration, parse_until, windows_needed
+    from segtui.rollout.window import fleet_duration, parse_duration, windows_needed
 
     groups = {a.name: a.group for a in inventory.appliances}
     per = settings.window.estimate
     total = fleet_duration(batches, groups, opts.max_unavailable, opts.concurrency, per)
     line = f"\nexpected duration: about {total / 3600:.1f} h at {per / 60:.0f} min per appliance (window.estimate)"
     if getattr(args, "window", None):
-        now = time.time()
-        length = parse_until("+" + args.window.lstrip("+"), now, source="--window") - now
+        length = parse_duration(args.window.lstrip("+"), "--window")
         line += f"; {windows_needed(total, length)} window(s) of {args.window.lstrip('+')}"
     return line
 

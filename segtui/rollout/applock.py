@@ -2,6 +2,8 @@
 
 Keyed by the appliance's address (host and port), in `settings.locks.dir` or the user's state directory
 (`$XDG_STATE_HOME/segtui/locks`, else `~/.local/state/segtui/locks`). flock-based: a killed process holds nothing.
+`locks.dir` may be a team's shared directory (`chmod 3770`, the team's group): then every operator's segtui on
+this machine sees every other's locks.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ import ipaddress
 import os
 import re
 import socket
+import stat
 from pathlib import Path
 
+from segtui.errors import InputError
 from segtui.rollout.journal import ensure_state_dir
 from segtui.rollout.lock import FileLock, holder_text
 from segtui.settings import Settings
@@ -52,20 +56,56 @@ def lock_key(host: str, port: int) -> str:
     return f"{readable}_{port}-{hashlib.sha256(address.encode()).hexdigest()[:12]}.lock"
 
 
+WHAT = "the appliance lock directory (locks.dir)"
+
+
+def team_group(path: Path) -> int | None:
+    """The group of a team's shared lock directory, or None when `path` is not one.
+
+    Shared means: a directory owned by us or root, writable by its group, with the sticky bit (`chmod 1770`, or
+    `3770` so new files take its group), and not writable by others; no member can then remove another's lock.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    shared = (
+        stat.S_ISDIR(st.st_mode)
+        and st.st_mode & stat.S_ISVTX
+        and st.st_mode & stat.S_IWGRP
+        and not st.st_mode & stat.S_IWOTH
+        and st.st_uid in (0, os.getuid())
+    )
+    if not shared:
+        return None
+    if os.getuid() != 0 and st.st_gid not in os.getgroups() and st.st_gid != os.getgid():
+        raise InputError([f"{path}: {WHAT} is shared with a group you are not a member of (gid {st.st_gid})"])
+    return st.st_gid
+
+
 class ApplianceLocks:
     """Takes and gives back the lock of each appliance a procedure works on."""
 
     def __init__(self, settings: Settings, description: str) -> None:
         # Checked here, before any rollout begins: a lock directory we cannot trust refuses at once, not mid-rollout.
-        self.dir = ensure_state_dir(lock_dir(settings), "the appliance lock directory (locks.dir)")
+        path = lock_dir(settings)
+        self.shared_gid = team_group(path)
+        try:
+            self.dir = path if self.shared_gid is not None else ensure_state_dir(path, WHAT)
+        except InputError as exc:
+            hint = "; for a team, share it: owned by you or root, the team's group, chmod 3770"
+            raise InputError([line + hint for line in exc.problems]) from None
         self.description = description  # e.g. the inventory and rollout, written into the lock for the holder's name
         self._held: dict[str, FileLock] = {}
+
+    def _lock(self, key: str, info: dict[str, object]) -> FileLock:
+        return FileLock(self.dir / key, info, shared_gid=self.shared_gid)
 
     def acquire(self, name: str, host: str, port: int) -> str | None:
         """None when this process now holds it; else a one-line reason naming the other holder."""
         if name in self._held:
             return None
-        lock = FileLock(self.dir / lock_key(host, port), {"appliance": f"{host}:{port}", "rollout": self.description})
+        lock = self._lock(lock_key(host, port), {"appliance": f"{host}:{port}", "rollout": self.description})
         holder = lock.try_acquire()
         if holder is not None:
             return f"another segtui ({holder_text(holder)}) is working on it: nothing done"
@@ -78,7 +118,10 @@ class ApplianceLocks:
         mine = self._held.get(f"{name}\0serial")
         if mine is not None and mine.path.name == key:
             return None  # learned again (after the reboot): already ours
-        lock = FileLock(self.dir / key, {"appliance": f"serial {serial}", "rollout": self.description})
+        same = [n.split("\0")[0] for n, held in self._held.items() if n.endswith("\0serial") and held.path.name == key]
+        if same:
+            return f"the same appliance as {same[0]} (serial {serial}) in this rollout: nothing more done"
+        lock = self._lock(key, {"appliance": f"serial {serial}", "rollout": self.description})
         holder = lock.try_acquire()
         if holder is not None:
             return f"another segtui ({holder_text(holder)}) is working on it: nothing more done"

@@ -1,4 +1,5 @@
-"""The maintenance window: `--until` parsed (HH:MM local, ISO date-time, +2h/+90m/+45s) into an epoch end."""
+"""The maintenance window: `--until` parsed (HH:MM local, ISO date-time, +2h/+90m/+45s) into an epoch end; durations
+(`--bake 10m`, `plan --window 4h`) parsed in one place."""
 
 from __future__ import annotations
 
@@ -8,21 +9,36 @@ from datetime import datetime, timedelta
 
 from segtui.errors import InputError
 
-_RELATIVE = re.compile(r"\+(?:(\d{1,4})h)?(?:(\d{1,5})m)?(?:(\d{1,7})s)?")
-_CLOCK = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)")
+_DURATION = re.compile(r"(?:(\d{1,4})h)?(?:(\d{1,5})m)?(?:(\d{1,7})s)?", re.ASCII)
+_SECONDS = re.compile(r"\d{1,7}", re.ASCII)
+_CLOCK = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)", re.ASCII)
+
+
+def parse_duration(text: str, source: str, *, zero: bool = False) -> float:
+    """Seconds from `90s`, `10m`, `2h`, `1h30m` or plain seconds (`600`); `zero` allows `0` (turns a thing off)."""
+    item = text.strip()
+    parts = _DURATION.fullmatch(item)
+    if _SECONDS.fullmatch(item):
+        seconds = int(item)
+    elif parts and any(parts.groups()):
+        h, m, s = (int(g) if g else 0 for g in parts.groups())
+        seconds = h * 3600 + m * 60 + s
+    else:
+        raise InputError([f"{source}: {item!r} is not a duration (90s, 10m, 2h, 1h30m, or seconds)"])
+    if seconds <= 0 and not zero:
+        raise InputError([f"{source}: {item!r} is no time at all; give a duration above zero"])
+    return float(seconds)
 
 
 def parse_until(text: str, now: float | None = None, source: str = "--until") -> float:
     """The window's end as epoch seconds; `HH:MM` already past today means tomorrow (a window crossing midnight)."""
     now = time.time() if now is None else now
     item = text.strip()
-    rel = _RELATIVE.fullmatch(item)
-    if rel and any(rel.groups()):
-        h, m, s = (int(g) if g else 0 for g in rel.groups())
-        seconds = h * 3600 + m * 60 + s
-        if seconds <= 0:
-            raise InputError([f"{source}: {item!r} ends the window now; give a time in the future"])
-        return now + seconds
+    if item.startswith("+"):
+        try:
+            return now + parse_duration(item[1:], source)
+        except InputError:
+            raise InputError([f"{source}: {item!r} is not a time in the future (+2h, +90m, +45s, +1h30m)"]) from None
     clock = _CLOCK.fullmatch(item)
     if clock:
         base = datetime.fromtimestamp(now).astimezone()
