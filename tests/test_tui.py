@@ -194,6 +194,21 @@ async def test_filter_sort_detail_and_quit_asks(tmp_path: Path) -> None:
         rollout.start()
         await pilot.press("q")
         assert isinstance(app.screen, ConfirmScreen) and "segtui resume" in app.screen.question
+        await pilot.press("y")
+    # Quitting a running rollout interrupts it: it is not `paused` (nobody paused it); resume continues it.
+    assert app.return_value == "interrupted"
+
+
+async def test_quitting_a_paused_rollout_leaves_it_paused(tmp_path: Path) -> None:
+    rollout = static_rollout(tmp_path)
+    app = SegtuiApp(rollout, run_rollout=False)
+    async with app.run_test(size=SIZE) as pilot:
+        rollout.start()
+        rollout.pause()
+        await pilot.press("q")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+    assert app.return_value == "paused"
 
 
 async def test_repaint_is_coalesced_whatever_the_event_rate(tmp_path: Path) -> None:

@@ -56,6 +56,7 @@ class Outcome(StrEnum):
     FINISHED_WITH_FAILURES = "finished-with-failures"  # any failed, needs-attention or skipped
     PAUSED = "paused"  # stopped with work left; `segtui resume` continues
     WINDOW_CLOSED = "window-closed"  # paused because nothing more fits the maintenance window
+    INTERRUPTED = "interrupted"  # segtui quit while the rollout ran; `segtui resume` continues where it stopped
     ABORTED = "aborted"  # final: never resumed
 
     @property

@@ -26,7 +26,7 @@ from segtui.asyncos.errors import ApplianceError
 from segtui.rollout import events as rollout_events
 from segtui.rollout.controls import ACTIONS, Gate, gate_for
 from segtui.rollout.engine import Rollout
-from segtui.rollout.events import RolloutState
+from segtui.rollout.events import Outcome, RolloutState
 from segtui.rollout.journal import operator
 from segtui.tui import actions
 from segtui.tui.actions import BY_HANDLER, BY_KEY, KEYS
@@ -165,6 +165,7 @@ class SegtuiApp(App[str]):
         async def one(spec: Any) -> None:
             client = r.ctx.appliance(spec, journal_commands=False)
             try:
+                await client.session()  # outside the deadline: the handshake queue is ours (connect has its own)
                 async with asyncio.timeout(r.settings.deadlines.precheck):
                     info = await client.version()
                     try:
@@ -558,11 +559,15 @@ class SegtuiApp(App[str]):
                     "Quit while the rollout runs? It stops where it is; `segtui resume --inventory FILE` continues it."
                 )
             self.push_screen(
-                ConfirmScreen(question),
-                lambda ok: self.exit(self.outcome or "paused") if ok else None,
+                ConfirmScreen(question), lambda ok: self.exit(self.outcome or self._stopped()) if ok else None
             )
             return
-        self.exit(self.outcome or ("paused" if r.state != RolloutState.READY else "not started"))
+        self.exit(self.outcome or ("not started" if r.state == RolloutState.READY else self._stopped()))
+
+    def _stopped(self) -> str:
+        """What quitting now leaves: a paused rollout stays paused; a running one is interrupted where it is."""
+        running = self.rollout.state == RolloutState.RUNNING and not self.readonly
+        return Outcome.INTERRUPTED.value if running else self.rollout.outcome().value
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         """Our actions (through the same gates as their keys) and our three themes; not Textual's defaults."""
@@ -611,4 +616,4 @@ async def run_dashboard(rollout: Rollout, *, readonly: bool, autostart: bool, si
     if worker is not None and not worker.is_finished:
         worker.cancel()
         await asyncio.sleep(0)
-    return app.outcome or result or "paused"
+    return app.outcome or result or Outcome.PAUSED.value

@@ -558,8 +558,12 @@ class UpgradeProgressPanel(Static):
         rows = sorted(m.in_flight(), key=lambda r: r.name)
         members = m.batch_members
         finished = sum(1 for n in members if m.rows[n].final)
-        head = Text(f"batch {m.batch[0]}: {finished}/{len(members)} finished  ", style="bold")
-        head.append(bar(100 * finished / len(members) if members else 0, 20))
+        if not members:  # no batch has started yet (or this is a read-only view of a rollout left as it was)
+            head = Text(f"no batch under way ({m.batch[1]} planned)", style="dim")
+        else:
+            what = "retries" if m.batches and m.batches[-1].retries else f"batch {m.batch[0]} of {m.batch[1]}"
+            head = Text(f"{what}: {finished}/{len(members)} finished  ", style="bold")
+            head.append(bar(100 * finished / len(members), 20))
         table = Table.grid(padding=(0, 1))
         table.add_column(width=8)
         table.add_column(width=9)
