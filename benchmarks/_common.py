@@ -69,7 +69,11 @@ class SimFleetProcesses:
 
 def start_fleet(n: int, time_scale: float, *extra: str, processes: int = 2) -> SimFleetProcesses:
     sizes = [n // processes + (1 if i < n % processes else 0) for i in range(processes)]
-    return SimFleetProcesses([start_sim(size, time_scale, *extra) for size in sizes if size])
+    # Each process its own seed: the same seed twice would make two "appliances" with one serial number, which
+    # segtui rightly treats as the same box behind two addresses.
+    return SimFleetProcesses(
+        [start_sim(size, time_scale, *extra, "--seed", str(7 + i)) for i, size in enumerate(sizes) if size]
+    )
 
 
 def start_sim(n: int, time_scale: float, *extra: str) -> SimProcess:

@@ -34,6 +34,10 @@ def _rollout_flags(p: argparse.ArgumentParser, *, new: bool = True) -> None:
         p.add_argument("--max-unavailable", type=int, help="appliances of one group out of service at once")
         p.add_argument("--concurrency", type=int, help="appliances upgraded at once at most")
         p.add_argument("--pause-on-failure", action="store_true", help="pause before the next batch after a failure")
+        p.add_argument(
+            "--bake", metavar="DURATION", help="watch each appliance move mail before it is done: 90s, 10m; 0 = off"
+        )
+        p.add_argument("--peer-queue-max", type=int, metavar="N", help="peers' work queue must be below N to go on")
     p.add_argument("--max-fail", help="failure budget over the whole rollout: N or N%% (resume: raises it)")
     p.add_argument("--until", help="maintenance window end: HH:MM, an ISO date-time, +2h or +90m")
     p.add_argument("--headless", action="store_true", help="no dashboard: one line per event")

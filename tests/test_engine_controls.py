@@ -25,6 +25,7 @@ from segtui.rollout.events import (
     State,
 )
 from segtui.rollout.journal import Journal
+from segtui.rollout.report import build_report
 from segtui.settings import Deadlines, LockSettings
 from segtui.sim.fleet import SimFleet
 from tests.conftest import TARGET, make_rollout, make_settings, start_fleet
@@ -176,6 +177,13 @@ async def test_give_up_on_a_hung_reboot_then_re_probe(tmp_path: Path) -> None:
         rec = rollout.records["esa01"]
         assert rec.state == State.NEEDS_ATTENTION and "given up by the operator while rebooting" in (rec.error or "")
         assert all(rollout.records[n].state == State.DONE for n in ("esa02", "esa03", "esa04"))
+        # Which version it runs is not known: the confirmed upgrade may or may not have happened. Nothing says the
+        # old one: not the record's known version, not the report (which names both).
+        assert rec.confirmed_upgrade_to == "16.0.0-123" and rec.current != "16.0.0-123"
+        assert rec.known_version is None
+        about = {a["name"]: a for a in build_report(rollout, "finished-with-failures")["appliances"]}["esa01"]
+        assert about["version_after"] is None
+        assert about["version_unknown_between"] == [rec.current, "16.0.0-123"], about
         # needs-attention is not a dead end: give up on it (left for a person), or re-probe it
         gave_up = rollout.skip("esa01")
         assert (

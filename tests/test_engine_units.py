@@ -98,6 +98,8 @@ def test_bad_options_refuse_with_one_line() -> None:
         ({"max_fail": "x"}, "--max-fail"),
         ({"concurrency": 0}, "--concurrency"),
         ({"max_unavailable": 0}, "--max-unavailable"),
+        ({"bake": -1.0}, "--bake"),
+        ({"peer_queue_max": -1}, "--peer-queue-max"),
     ):
         with pytest.raises(InputError) as info:
             RolloutOptions(**kwargs)

@@ -15,6 +15,7 @@ from segtui.rollout.events import (
     BakeSampled,
     GuardTimedOut,
     GuardWaiting,
+    Note,
     State,
     Step,
     StepStarted,
@@ -184,6 +185,7 @@ async def test_bake_passes_on_a_healthy_appliance(tmp_path: Path) -> None:
         assert sampled and sampled[-1].sample.startswith("Online, queue") and sampled[-1].until > sampled[0].ts
         steps = [e.step for e in h.of(StepStarted, "esa01")]
         assert steps[-1] == Step.BAKE and steps.index(Step.RESTORE) < steps.index(Step.BAKE)
+        assert not h.rollout.needs_a_person()  # a bake that ran to its verdict leaves nothing for a person
     finally:
         await fleet.stop()
 
@@ -240,6 +242,13 @@ async def test_pause_during_a_bake_ends_it_skipped_and_done(tmp_path: Path) -> N
         assert await asyncio.wait_for(task, 10) == State.DONE
         rec = h.rollout.records["esa01"]
         assert rec.bake is not None and rec.bake["verdict"] == "skipped" and "paused" in rec.bake["message"]
+        # Done, but its mail flow was never judged: the end-of-rollout summary says so, with what to look at.
+        left = [h for h in h.rollout.needs_a_person() if h.appliance == "esa01"]
+        assert len(left) == 1 and left[0].what.startswith("mail flow not verified: bake stopped"), left
+        assert "status detail" in left[0].command
+        # The verdict is said once (BakeFinished), not again as a note.
+        assert len(h.of(BakeFinished, "esa01")) == 1
+        assert not [e for e in h.events if isinstance(e, Note) and "bake" in e.text], h.events
     finally:
         await fleet.stop()
 
@@ -260,4 +269,35 @@ async def test_give_up_while_a_guard_waits(tmp_path: Path) -> None:
         assert "updateconfig" in rec.left_by_hand and "resumelistener" not in rec.left_by_hand
         assert rec.guard_waits[-1]["outcome"] == "stopped"
     finally:
+        await fleet.stop()
+
+
+async def test_peer_readings_are_shared_and_keep_their_session(tmp_path: Path) -> None:
+    fleet = await _fleet(tmp_path)
+    try:
+        h = Harness(fleet, tmp_path)
+        spec = h.rollout.specs["esa02"]
+        first, second = await asyncio.gather(h.ctx.peers.read(spec), h.ctx.peers.read(spec))
+        assert not isinstance(first, str) and first is second  # one reading for both guards
+        client = h.ctx.peers._clients["esa02"]
+        await h.ctx.peers.close()  # forgets the reading; the next one opens a session again
+        assert h.ctx.peers._clients == {}
+        third = await h.ctx.peers.read(spec)
+        assert not isinstance(third, str) and h.ctx.peers._clients["esa02"] is not client
+        fresh = h.ctx.peers._clients["esa02"]
+        # A kept session that died meanwhile (the appliance's idle timeout): the reading tries once more, anew.
+        session = await fresh.session()
+        await session.close()
+        h.ctx.peers._readings.clear()  # not within the polling interval any more
+        again = await h.ctx.peers.read(spec)
+        assert not isinstance(again, str), again
+        assert h.ctx.peers._clients["esa02"] is not fresh
+        fresh = h.ctx.peers._clients["esa02"]
+        await h.ctx.peers.keep_only({"esa02"})
+        assert h.ctx.peers._clients == {"esa02": fresh}  # kept while it is a peer to read
+        await h.ctx.peers.keep_only(set())
+        assert h.ctx.peers._clients == {}  # closed once it is out of service itself
+        assert h.commands("esa02") == []  # peer readings are not the appliance's transcript
+    finally:
+        await h.ctx.peers.close()
         await fleet.stop()

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from segtui.rollout.engine import Outcome, RolloutOptions
+from segtui.rollout.engine import Outcome, Rollout, RolloutOptions
 from segtui.rollout.events import ListenersChanged, RolloutEvent, State, WorkQueueDepth
 from tests.conftest import make_rollout, start_fleet
 
@@ -109,3 +109,55 @@ async def test_the_peers_of_an_appliance_out_of_service_are_read_while_it_is_out
         assert all(rollout.records[n].state == State.DONE for n in rollout.specs)
     finally:
         await fleet.stop()
+
+
+def _demo(tmp_path: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "segtui", "demo", "--headless", "--appliances", "2", "--time-scale", "0.002", *flags],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_bake_0_turns_the_bake_off_and_the_report_says_so(tmp_path: Path) -> None:
+    proc = _demo(tmp_path, "--bake", "0", "--report", str(tmp_path / "r"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["options"]["bake"] == 0
+    for a in data["appliances"]:
+        assert a["state"] == "done" and a["bake"]["verdict"] == "skipped", a
+        assert "bake off" in a["bake"]["message"] and not a["bake"]["samples"], a["bake"]
+
+
+def test_a_bad_bake_duration_is_one_line_and_starts_nothing(tmp_path: Path) -> None:
+    proc = _demo(tmp_path, "--bake", "10 minutes")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "segtui: --bake: '10 minutes' is not a duration (90s, 10m, 2h, 1h30m, or seconds)"
+    ], proc.stderr
+    assert "batch" not in proc.stdout
+
+
+def test_the_guard_options_of_a_rollout_are_its_own_and_survive_a_resume(tmp_path: Path) -> None:
+    import argparse
+
+    from segtui.commands.common import options
+    from tests.conftest import make_settings, offline_rollout
+
+    settings = make_settings(tmp_path / "state")
+    assert settings.guards.bake != 90 and settings.guards.peer_queue_max != 7
+    given = argparse.Namespace(bake="90s", peer_queue_max=7, batch=None, max_fail=None)
+    opts = options(given, settings)
+    assert (opts.bake, opts.peer_queue_max) == (90.0, 7)
+    rollout = offline_rollout(tmp_path, 2, opts, settings=settings)
+    assert (rollout.settings.guards.bake, rollout.settings.guards.peer_queue_max) == (90.0, 7)
+    assert rollout.ctx.settings.guards.bake == 90.0  # what the guards read
+    rollout.begin()
+    # `segtui resume` (no --bake there) rebuilds the options from the journal: the rollout keeps its own
+    found = rollout.journal.unfinished(str(rollout.inventory.path))
+    assert found is not None
+    resumed = options(argparse.Namespace(max_fail=None), settings, found[2])
+    again = Rollout(rollout.inventory, settings, rollout.target, rollout.journal, resumed)
+    assert (again.settings.guards.bake, again.settings.guards.peer_queue_max) == (90.0, 7)

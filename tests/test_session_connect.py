@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shlex
 import subprocess
 from collections.abc import AsyncIterator
@@ -42,6 +43,15 @@ async def test_a_host_key_added_by_the_operator_counts_at_the_next_attempt(serve
     # The operator compares the fingerprint and adds the key; the same options now connect.
     known_hosts.write_text(f"[127.0.0.1]:{port} {key.export_public_key().decode()}")
     assert str((await appliance.version()).version) == "15.0.0-104"
+    await appliance.close()
+    # Parsed files are kept while unchanged, but a change counts at once, even one of the same size: the key
+    # replaced by another (a re-imaged appliance, or a mistake) refuses the next attempt.
+    other = asyncssh.generate_private_key(key.algorithm.decode()).export_public_key().decode()
+    before = known_hosts.stat().st_size
+    known_hosts.write_text(f"[127.0.0.1]:{port} {other}")
+    assert known_hosts.stat().st_size == before
+    with pytest.raises(HostKeyRejected):
+        await appliance.version()
     await appliance.close()
 
 
@@ -86,3 +96,13 @@ async def test_an_unusable_key_file_is_a_typed_one_line_error(served: Served, tm
     with pytest.raises(KeyFileError) as exc:
         await Appliance(opts).version()
     assert "\n" not in str(exc.value) and "key_file" in str(exc.value) and str(key_file.absolute()) in str(exc.value)
+
+
+async def test_two_callers_needing_a_session_at_once_open_one(served: Served, tmp_path: Path) -> None:
+    # A procedure and a peer reading may both need the appliance's session at the same moment: one session.
+    sa = ScriptedAppliance(script={"version": [(VERSION_OUT, None)]})
+    port, kh, _ = await served.serve(sa)
+    appliance = Appliance(served.options(port, kh, sa.password))
+    first, second = await asyncio.gather(appliance.session(), appliance.session())
+    assert first is second
+    await appliance.close()

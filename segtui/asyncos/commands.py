@@ -252,16 +252,20 @@ class Appliance:
         self.timeouts = timeouts or CommandTimeouts()
         self._transcript = transcript
         self._session: CLISession | None = None
+        self._opening = asyncio.Lock()  # two callers needing a session at once open one, not two
 
     async def session(self) -> CLISession:
-        if self._session is None:
-            if self._handshakes is not None:
-                # Bound concurrent handshakes: hundreds at once starve the event loop and the peer.
-                async with self._handshakes:
+        if self._session is not None:
+            return self._session
+        async with self._opening:
+            if self._session is None:
+                if self._handshakes is not None:
+                    # Bound concurrent handshakes: hundreds at once starve the event loop and the peer.
+                    async with self._handshakes:
+                        self._session = await self._open()
+                else:
                     self._session = await self._open()
-            else:
-                self._session = await self._open()
-        return self._session
+            return self._session
 
     async def _open(self) -> CLISession:
         return await CLISession.open(

@@ -86,6 +86,14 @@ def options(args: argparse.Namespace, settings: Settings, saved: dict[str, Any] 
             raise InputError(problems)
     if getattr(args, "pause_on_failure", False):
         base.pause_on_failure = True
+    if getattr(args, "bake", None) is not None:
+        from segtui.rollout.window import parse_duration
+
+        base.bake = parse_duration(args.bake, "--bake", zero=True)
+    if getattr(args, "peer_queue_max", None) is not None:
+        if args.peer_queue_max < 0:
+            raise InputError(["--peer-queue-max: must be 0 or more"])
+        base.peer_queue_max = args.peer_queue_max
     until, source = getattr(args, "until", None), "--until"
     if not until and not saved and "until" in vars(args) and settings.window.end:
         until, source = settings.window.end, "window.end"

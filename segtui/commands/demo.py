@@ -36,6 +36,8 @@ async def demo(args: argparse.Namespace) -> int:
             args.max_fail = "50%"
         inventory = load_inventory(fleet.inventory_path)
         opts = options(args, settings)
+        if opts.bake is not None:
+            opts.bake *= args.time_scale  # a real appliance's bake, at the demo's pace like every other duration
         journal = open_journal(settings)
         version = target(vdotted(NEWEST))
         rollout = Rollout(inventory, settings, version, journal, opts, exit_on_pause=args.headless)

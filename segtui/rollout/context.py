@@ -9,12 +9,13 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from segtui.asyncos.commands import Appliance, CommandTimeouts
-from segtui.asyncos.parsers import StatusDetail, UpgradeSource
+from segtui.asyncos.parsers import UpgradeSource
 from segtui.asyncos.session import ConnectOptions, Credentials, DialoguePolicy, Exchange, UnknownQuestionSink
 from segtui.asyncos.versions import Version
 from segtui.inventory import ApplianceSpec, Inventory
 from segtui.rollout.events import CommandExchanged, RolloutEvent
 from segtui.rollout.journal import Journal
+from segtui.rollout.peers import PeerReader
 from segtui.settings import Settings
 from segtui.textsafe import Redactor, clean
 from segtui.updates.manifest import manifest_url
@@ -42,9 +43,8 @@ class RolloutContext:
     staged: dict[str, Version] = field(default_factory=dict)  # images `segtui stage` left on appliances
     # Set by the engine: the peers of an appliance's capacity group that are in service right now.
     in_service_peers: Callable[[str], list[ApplianceSpec]] = _no_peers
-    # The latest reading of each peer by any capacity guard (monotonic time, the read): guards of one group share
-    # them, so a large group is read once per polling interval, not once per waiting appliance.
-    peer_readings: dict[str, tuple[float, asyncio.Future[StatusDetail | str]]] = field(default_factory=dict)
+    # The in-service peers' readings, shared by every capacity guard and the peer watch (one session per peer).
+    peers: PeerReader = field(init=False)
     # From the pre-flight, where known: the versions each appliance passes through, in order, ending at the target.
     expected_paths: dict[str, list[Version]] = field(default_factory=dict)
     # Every appliance password and the update server's URL credentials: nothing recorded may hold them.
@@ -54,6 +54,7 @@ class RolloutContext:
         self.redactor = Redactor([a.password for a in self.inventory.appliances])
         self.redactor.add(urlsplit(self.inventory.update_server).password)
         self.handshakes = asyncio.Semaphore(self.settings.ssh.max_handshakes)
+        self.peers = PeerReader(self)
         for name, (state, version, _note) in self.journal.staged(str(self.inventory.path)).items():
             if state == "staged" and version:
                 self.staged[name] = Version.parse(version)

@@ -63,14 +63,27 @@ class RolloutOptions:
     pause_on_failure: bool = False
     concurrency: int = 50
     until: float | None = None  # end of the maintenance window (epoch seconds)
+    bake: float | None = None  # seconds of bake (--bake) over the setting guards.bake; 0 turns it off
+    peer_queue_max: int | None = None  # --peer-queue-max over the setting guards.peer_queue_max
 
     def __post_init__(self) -> None:
         self.steps()
         self.budget()
+        if self.bake is not None and self.bake < 0:
+            raise InputError(["--bake: must be 0 (off) or a duration"])
+        if self.peer_queue_max is not None and self.peer_queue_max < 0:
+            raise InputError(["--peer-queue-max: must be 0 or more"])
         if self.max_unavailable < 1:
             raise InputError(["--max-unavailable: must be at least 1"])
         if self.concurrency < 1:
             raise InputError(["--concurrency: must be at least 1"])
+
+    def applied_to(self, settings: Settings) -> Settings:
+        """The settings of this rollout: the guards' options given for it (and journaled with it) win."""
+        guards = {k: v for k, v in (("bake", self.bake), ("peer_queue_max", self.peer_queue_max)) if v is not None}
+        if not guards:
+            return settings
+        return settings.model_copy(update={"guards": settings.guards.model_copy(update=guards)})
 
     def steps(self) -> list[BatchStep]:
         return parse_batch_spec(self.batch)
@@ -114,6 +127,7 @@ class Rollout:
         exit_on_pause: bool = False,
     ) -> None:
         self.inventory = inventory
+        settings = options.applied_to(settings)
         self.settings = settings
         self.target = target
         self.journal = journal
@@ -377,7 +391,8 @@ class Rollout:
         return [list(b) for b in self._plan]
 
     def needs_a_person(self) -> list[HandWork]:
-        """What the rollout leaves for a person: suspended listeners, settings still pointed, needs-attention."""
+        """What the rollout leaves for a person: suspended listeners, settings still pointed, needs-attention, a bake
+        cut short (upgraded and in service, but its mail flow unverified)."""
         out: list[HandWork] = []
         for spec in self.inventory.appliances:
             rec = self.records.get(spec.name)
@@ -392,6 +407,15 @@ class Rollout:
                         f"needs attention{given}: {rec.error or 'unknown state'}",
                         f"{ssh} version   # then `segtui resume --inventory {shlex.quote(str(self.inventory.path))}`"
                         " and R to re-probe it",
+                    )
+                )
+            bake = rec.bake or {}
+            if rec.state == State.DONE and bake.get("cut_short"):
+                out.append(
+                    HandWork(
+                        spec.name,
+                        f"mail flow not verified: {bake.get('message') or 'bake cut short'}",
+                        f"{ssh} status detail   # check that it receives and delivers mail",
                     )
                 )
             if rec.listeners in UNAVAILABLE_LISTENERS:
@@ -639,7 +663,7 @@ class Rollout:
         if autostart:
             self.start()
         await self._started.wait()
-        watch = asyncio.create_task(watch_peers(self.ctx, self.peers_to_watch), name="peer-watch")
+        watch = asyncio.create_task(watch_peers(self.ctx, self.peers_to_watch, self.in_service), name="peer-watch")
         try:
             if self.state == RolloutState.ABORTED and self._in_flight_first:
                 await self._make_in_flight_safe()
@@ -772,35 +796,38 @@ class Rollout:
             )
         }
 
+    def in_service(self) -> set[str]:
+        """The appliances carrying mail now: listeners active, and not already going out (`suspended_by_us` is
+        journaled before the suspend command). A peer that already failed in this rollout is a reported problem,
+        counted against the budget: the guards rely on the healthy ones rather than hold its whole group on it."""
+        return {
+            n
+            for n, rec in self.records.items()
+            if rec.listeners == "active" and not rec.suspended_by_us and rec.state not in FAILURE_STATES
+        }
+
     def in_service_peers(self, name: str) -> list[ApplianceSpec]:
-        """The other members of the appliance's capacity group that carry mail right now (listeners active):
-        the ones that take its share while it is out of service (the capacity guard checks them)."""
+        """The other members of the appliance's capacity group in service: the ones that take its share while it is
+        out of service (the capacity guard checks them)."""
         group = self.specs[name].group
-        return [
-            spec
-            for n, spec in self.specs.items()
-            if n != name
-            and spec.group == group
-            and self.records[n].listeners == "active"
-            and not self.records[n].suspended_by_us  # journaled before the suspend command: already going out
-            # A peer that already failed in this rollout is a reported problem, counted against the budget: the
-            # guard relies on the healthy ones rather than hold the whole group on it.
-            and self.records[n].state not in FAILURE_STATES
-        ]
+        carrying = self.in_service()
+        return [spec for n, spec in self.specs.items() if n != name and spec.group == group and n in carrying]
 
     def peers_to_watch(self) -> list[ApplianceSpec]:
-        """The in-service peers of the appliances whose listeners are down now: where their mail goes meanwhile."""
+        """The in-service peers of the appliances whose listeners are down now: where their mail goes meanwhile.
+        Not the ones running their own procedure: it reports their queue itself (and needs no second session)."""
         out = {
             n
             for n, rec in self.records.items()
             if rec.suspended_by_us or (rec.listeners in UNAVAILABLE_LISTENERS and n in self._running)
         }
-        seen: dict[str, ApplianceSpec] = {}
-        for name in sorted(out):
-            for peer in self.in_service_peers(name):
-                if peer.name not in out:
-                    seen.setdefault(peer.name, peer)
-        return list(seen.values())
+        groups = {self.specs[n].group for n in out}
+        carrying = self.in_service()
+        return [
+            spec
+            for n, spec in self.specs.items()
+            if spec.group in groups and n in carrying and n not in out and n not in self._running
+        ]
 
     def _blocked(self, name: str) -> str | None:
         """Why the appliance cannot start now (capacity, cluster, concurrency), or None."""

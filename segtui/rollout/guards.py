@@ -16,12 +16,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from segtui.asyncos.commands import Appliance
 from segtui.asyncos.errors import ApplianceError
 from segtui.asyncos.parsers import StatusDetail
 from segtui.inventory import ApplianceSpec
 from segtui.rollout.context import RolloutContext
-from segtui.rollout.events import WorkQueueDepth
 
 
 class GuardTimeout(ApplianceError):
@@ -49,65 +47,32 @@ def peer_problem(peer: str, status: StatusDetail, queue_max: int) -> str | None:
     return None
 
 
-class PeerReader:
-    """Reads in-service peers' `status detail`, sharing each reading while it is fresh (one polling interval).
-
-    Every capacity guard of a group and the peer watch read through the context's shared readings, so a large group
-    is read once per polling interval, not once per waiting appliance. Each reading is also a `WorkQueueDepth` event:
-    the dashboard shows where the mail of the appliances out of service goes. A reader owns its SSH sessions.
-    """
-
-    def __init__(self, ctx: RolloutContext) -> None:
-        self.ctx = ctx
-        self._clients: dict[str, Appliance] = {}
-
-    async def read(self, peer: ApplianceSpec) -> StatusDetail | str:
-        """The peer's status, or why it could not be read (`esa03 unreachable: ...`)."""
-        now = time.monotonic()
-        cached = self.ctx.peer_readings.get(peer.name)
-        if cached is not None and (not cached[1].done() or now - cached[0] < self.ctx.settings.polling.workqueue):
-            return await asyncio.shield(cached[1])
-        reading: asyncio.Future[StatusDetail | str] = asyncio.ensure_future(self._read_now(peer))
-        self.ctx.peer_readings[peer.name] = (now, reading)
-        return await asyncio.shield(reading)
-
-    async def _read_now(self, peer: ApplianceSpec) -> StatusDetail | str:
-        client = self._clients.get(peer.name)
-        if client is None:
-            client = self._clients[peer.name] = self.ctx.appliance(peer, journal_commands=False)
-        try:
-            async with asyncio.timeout(self.ctx.settings.ssh.command_timeout + self.ctx.settings.ssh.login_timeout):
-                status = await client.status_detail()
-        except (ApplianceError, TimeoutError) as exc:
-            await client.close()
-            self._clients.pop(peer.name, None)
-            why = exc.message if isinstance(exc, ApplianceError) else "no answer in time"
-            return f"{peer.name} unreachable: {why}"
-        self.ctx.emit(WorkQueueDepth(appliance=peer.name, depth=status.workqueue_messages, draining=False))
-        return status
-
-    async def keep_only(self, names: set[str]) -> None:
-        """Close the sessions of peers no longer read."""
-        for name in [n for n in self._clients if n not in names]:
-            await self._clients.pop(name).close()
-
-    async def close(self) -> None:
-        await self.keep_only(set())
+WATCH_READS = 4  # peer readings the watch has under way at once
 
 
-async def watch_peers(ctx: RolloutContext, peers: Callable[[], list[ApplianceSpec]]) -> None:
+async def watch_peers(
+    ctx: RolloutContext, peers: Callable[[], list[ApplianceSpec]], in_service: Callable[[], set[str]]
+) -> None:
     """While appliances are out of service, read their in-service peers every polling interval, so that the screen
-    shows the load move (the readings are shared with the capacity guards). Runs until cancelled."""
-    reader = PeerReader(ctx)
+    shows the load move (the readings are shared with the capacity guards); close the peer sessions of appliances
+    that went out of service themselves. Runs until cancelled, then closes every peer session."""
+    # A few readings at a time: the screen can wait, the procedures' own sessions and the guards come first. A
+    # round over a large group then takes longer than the polling interval, and the next one starts after it.
+    slots = asyncio.Semaphore(WATCH_READS)
+
+    async def read(peer: ApplianceSpec) -> None:
+        async with slots:
+            await ctx.peers.read(peer)
+
     try:
         while True:
+            await ctx.peers.keep_only(in_service())
             watched = peers()
-            await reader.keep_only({p.name for p in watched})
             if watched:
-                await asyncio.gather(*(reader.read(p) for p in watched))
+                await asyncio.gather(*(read(p) for p in watched))
             await asyncio.sleep(ctx.settings.polling.workqueue)
     finally:
-        await reader.close()
+        await ctx.peers.close()
 
 
 class CapacityGuard:
@@ -116,14 +81,13 @@ class CapacityGuard:
     def __init__(self, ctx: RolloutContext, spec: ApplianceSpec) -> None:
         self.ctx = ctx
         self.spec = spec
-        self._reader = PeerReader(ctx)
 
     def peers(self) -> list[ApplianceSpec]:
         return [p for p in self.ctx.in_service_peers(self.spec.name) if p.name != self.spec.name]
 
     async def _read(self, peer: ApplianceSpec) -> str | None:
         """The peer's problem (or None)."""
-        status = await self._reader.read(peer)
+        status = await self.ctx.peers.read(peer)
         if isinstance(status, str):
             return status
         return peer_problem(peer.name, status, self.ctx.settings.guards.peer_queue_max)
@@ -136,9 +100,6 @@ class CapacityGuard:
         return [
             self.ctx.clean(text) for p, text in zip(peers, found, strict=True) if text is not None and p.name in still
         ]
-
-    async def close(self) -> None:
-        await self._reader.close()
 
     async def wait(
         self,
@@ -156,34 +117,31 @@ class CapacityGuard:
         since = time.time()
         end = time.monotonic() + g.wait
         last_reason = ""
-        try:
-            while True:
-                interrupt.clear()  # before looking: a wake-up arriving from here on is not lost
-                if overridden():
-                    return "overridden", f"guard overridden by the operator ({last_reason or 'no reason yet'})"
-                # Looked up at every check: a peer that went out of service meanwhile is no longer one to rely on.
-                peers = self.peers()
-                if not peers:
-                    return "no-peers", "no other appliance of its group in service: nothing to check"
-                problems = await self.problems(peers)
-                if not problems:
-                    note = f"{len(peers)} peer(s) ready" + (f" after waiting on: {last_reason}" if last_reason else "")
-                    return "passed", note
-                reason = "; ".join(problems)
-                # Said again only when what is wrong changes, not every time a queue figure moves.
-                if _shape(reason) != _shape(last_reason):
-                    last_reason = reason
-                    on_wait(reason, since)
-                left = end - time.monotonic()
-                if left <= 0:
-                    raise GuardTimeout(self.spec.name, f"waited {g.wait:g} s on: {reason}; back to pending")
-                try:
-                    async with asyncio.timeout(min(left, self.ctx.settings.polling.workqueue)):
-                        await interrupt.wait()
-                except TimeoutError:
-                    pass
-        finally:
-            await self.close()
+        while True:
+            interrupt.clear()  # before looking: a wake-up arriving from here on is not lost
+            if overridden():
+                return "overridden", f"guard overridden by the operator ({last_reason or 'no reason yet'})"
+            # Looked up at every check: a peer that went out of service meanwhile is no longer one to rely on.
+            peers = self.peers()
+            if not peers:
+                return "no-peers", "no other appliance of its group in service: nothing to check"
+            problems = await self.problems(peers)
+            if not problems:
+                note = f"{len(peers)} peer(s) ready" + (f" after waiting on: {last_reason}" if last_reason else "")
+                return "passed", note
+            reason = "; ".join(problems)
+            # Said again only when what is wrong changes, not every time a queue figure moves.
+            if _shape(reason) != _shape(last_reason):
+                last_reason = reason
+                on_wait(reason, since)
+            left = end - time.monotonic()
+            if left <= 0:
+                raise GuardTimeout(self.spec.name, f"waited {g.wait:g} s on: {reason}; back to pending")
+            try:
+                async with asyncio.timeout(min(left, self.ctx.settings.polling.workqueue)):
+                    await interrupt.wait()
+            except TimeoutError:
+                pass
 
 
 def _shape(reason: str) -> str:
@@ -254,9 +212,15 @@ class BakeResult:
     verdict: str  # passed, failed, skipped, no-traffic
     message: str
     samples: list[BakeSample]
+    cut_short: bool = False  # stopped before a verdict (pause, abort, skip, override): the mail flow is unverified
 
     def record(self) -> dict[str, Any]:
-        return {"verdict": self.verdict, "message": self.message, "samples": [asdict(s) for s in self.samples]}
+        return {
+            "verdict": self.verdict,
+            "message": self.message,
+            "samples": [asdict(s) for s in self.samples],
+            "cut_short": self.cut_short,
+        }
 
 
 async def bake(
@@ -281,7 +245,7 @@ async def bake(
         interrupt.clear()  # before looking: a wake-up arriving from here on is not lost
         why = stopped()
         if why is not None:
-            return BakeResult("skipped", ctx.clean(f"bake stopped: {why}"), samples)
+            return BakeResult("skipped", ctx.clean(f"bake stopped: {why}"), samples, cut_short=True)
         sample = BakeSample.of(await read())
         samples.append(sample)
         on_sample(sample, ends_at)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from segtui.errors import InputError
-from segtui.rollout.events import State
+from segtui.rollout.events import FINAL_STATES, State
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS rollouts (
@@ -124,6 +124,14 @@ class ApplianceRecord:
     guard_waits: list[dict[str, Any]] = field(default_factory=list)  # {since, until, reason, outcome}
     bake: dict[str, Any] | None = None  # {verdict, message, samples: [...]}
     given_up: bool = False  # needs-attention left for a person: blocks nothing any more
+
+    @property
+    def known_version(self) -> str | None:
+        """The version it runs, as far as segtui knows. None once it stopped with an upgrade confirmed and never
+        seen back (a hung reboot given up, lost on the way): it runs `current` or `confirmed_upgrade_to`."""
+        if self.state in FINAL_STATES and self.confirmed_upgrade_to is not None:
+            return None
+        return self.current
 
     @classmethod
     def from_json(cls, text: str) -> ApplianceRecord:

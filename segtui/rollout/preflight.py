@@ -104,6 +104,9 @@ async def read_versions(ctx: RolloutContext) -> dict[str, ApplianceCheck]:
         except Exception as exc:
             return ApplianceCheck(spec.name, False, problem=appliance_problem(exc, ctx.redactor))
         try:
+            # The session first, outside the deadline: waiting for a handshake slot (16 at a time) is segtui's own
+            # queue, not the appliance being slow; connecting has its own connect and login timeouts.
+            await client.session()
             async with asyncio.timeout(ctx.settings.deadlines.precheck):
                 info = await client.version()
         except TimeoutError:

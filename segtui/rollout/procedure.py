@@ -180,7 +180,9 @@ class ApplianceProcedure:
             self.rec.finished = time.time()
             self.rec.step = None
         self.save()
-        self.ctx.emit(ApplianceStateChanged(appliance=self.name, state=state, version=self.rec.current, error=error))
+        self.ctx.emit(
+            ApplianceStateChanged(appliance=self.name, state=state, version=self.rec.known_version, error=error)
+        )
 
     def record_listeners(self, value: str) -> None:
         self.rec.listeners = value
@@ -832,7 +834,9 @@ class ApplianceProcedure:
         # An abort or skip during the bake only ended the bake: the appliance is upgraded and in service.
         self.stop_request = None
         self._stop_event.clear()
-        self.note(f"bake {result.verdict}: {result.message}")
+        # BakeFinished already told the event log and the headless lines; the row keeps the verdict as its message.
+        rec.message = self.ctx.clean(f"bake {result.verdict}: {result.message}")
+        self.save()
 
     # --- failure paths -------------------------------------------------------------------------
     def left_by_hand(self) -> str:

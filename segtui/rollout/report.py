@@ -115,7 +115,11 @@ def _appliance(
         "state": state,
         "step": rec.step,
         "version_before": rec.version_before,
-        "version_after": rec.current,
+        # None when it stopped with an upgrade confirmed and was never seen back: it runs one or the other
+        "version_after": rec.known_version,
+        "version_unknown_between": (
+            [rec.current, rec.confirmed_upgrade_to] if rec.current and rec.known_version is None else None
+        ),
         "path": list(rec.hops),
         "hops": list(rec.hops),
         "installed_staged": rec.installed_staged,
@@ -205,6 +209,11 @@ def report_from_journal(
     return _clean(report, redact)  # type: ignore[no-any-return]
 
 
+def _version_after(a: dict[str, Any]) -> str | None:
+    between = a.get("version_unknown_between")
+    return str(a["version_after"]) if a.get("version_after") else (" or ".join(between) + "?" if between else None)
+
+
 def _clean(value: Any, redact: Redactor) -> Any:
     """Every string sanitised (no control sequence) and redacted (no secret), whatever its depth."""
     if isinstance(value, str):
@@ -290,7 +299,8 @@ def markdown(report: dict[str, Any]) -> str:
                     a.get("serial"),
                     a["state"],
                     a["version_before"],
-                    a["version_after"],
+                    a["version_after"]
+                    or (" or ".join(a["version_unknown_between"]) + "?" if a.get("version_unknown_between") else None),
                     " -> ".join(a.get("path") or []),
                     a.get("started"),
                     a.get("finished"),

@@ -173,9 +173,17 @@ class FleetModel:
         rollout.subscribe(self.on_event)
 
     # --- state of one appliance ---------------------------------------------------------------------
+    @staticmethod
+    def _version(row: Row, rec: ApplianceRecord) -> str | None:
+        """The record's version, unless it has none yet (then what the survey read). An appliance that stopped with
+        an upgrade confirmed and never seen back shows `?`: it runs one version or the other, nobody knows which."""
+        if rec.current is not None and rec.known_version is None:
+            return None
+        return rec.current or row.version
+
     def apply_record(self, row: Row, rec: ApplianceRecord) -> None:
         """The journal's record is the latest known truth for a resumed (or watched) appliance."""
-        row.version = rec.current or row.version
+        row.version = self._version(row, rec)
         row.version_before = rec.version_before or row.version_before
         row.listeners = rec.listeners
         row.error = rec.error
@@ -278,8 +286,8 @@ class FleetModel:
         if row is not None:
             self.dirty.add(row.name)
             rec = self.rollout.records.get(row.name)
-            if rec is not None and rec.current:
-                row.version = rec.current
+            if rec is not None:
+                row.version = self._version(row, rec)
                 row.version_before = rec.version_before or row.version_before
         kind = type(event).__name__
         if isinstance(event, StepStarted) and row:

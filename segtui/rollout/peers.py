@@ -1,0 +1,89 @@
+"""The in-service peers' readings, one reader per rollout: the capacity guards and the peer watch share them.
+
+A peer is read at most once per polling interval whoever asks (a large group is read once per interval, not once
+per waiting appliance), over one SSH session per peer kept open between readings (a handshake costs far more than
+a command). Each reading is also a `WorkQueueDepth` event: the dashboard shows where the mail of the appliances out
+of service goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from segtui.asyncos.errors import ApplianceError
+from segtui.asyncos.parsers import StatusDetail
+from segtui.inventory import ApplianceSpec
+from segtui.rollout.events import WorkQueueDepth
+
+if TYPE_CHECKING:
+    from segtui.asyncos.commands import Appliance
+    from segtui.rollout.context import RolloutContext
+
+
+# A peer is never read more often than this, whatever the polling interval: a work queue does not move in less, and
+# an SSH reading costs the same at any time scale (a demo's 0.1 s interval would read a large group 10 times a second).
+FRESH_FLOOR = 2.0
+
+
+class PeerReader:
+    def __init__(self, ctx: RolloutContext) -> None:
+        self.ctx = ctx
+        self._clients: dict[str, Appliance] = {}
+        self._readings: dict[str, tuple[float, asyncio.Future[StatusDetail | str]]] = {}
+
+    async def read(self, peer: ApplianceSpec) -> StatusDetail | str:
+        """The peer's status, or why it could not be read (`esa03 unreachable: ...`): a reading under way is
+        joined, one younger than the polling interval (and never younger than FRESH_FLOOR) is reused."""
+        now = time.monotonic()
+        cached = self._readings.get(peer.name)
+        fresh = max(self.ctx.settings.polling.workqueue, FRESH_FLOOR)
+        if cached is not None and (not cached[1].done() or now - cached[0] < fresh):
+            return await asyncio.shield(cached[1])
+        reading: asyncio.Future[StatusDetail | str] = asyncio.ensure_future(self._read_now(peer))
+        self._readings[peer.name] = (now, reading)
+        return await asyncio.shield(reading)
+
+    async def _read_now(self, peer: ApplianceSpec) -> StatusDetail | str:
+        try:
+            status = await self._read_own(peer)
+        except (ApplianceError, TimeoutError) as exc:
+            why = exc.message if isinstance(exc, ApplianceError) else "no answer in time"
+            return f"{peer.name} unreachable: {why}"
+        self.ctx.emit(WorkQueueDepth(appliance=peer.name, depth=status.workqueue_messages, draining=False))
+        return status
+
+    async def _read_own(self, peer: ApplianceSpec) -> StatusDetail:
+        """Over our own session to the peer, opened once and kept between readings. A kept session may have died
+        meanwhile (the appliance's idle timeout): then one more try, over a new one."""
+        for attempt in (1, 2):
+            client = self._clients.get(peer.name)
+            kept = client is not None
+            if client is None:
+                client = self._clients[peer.name] = self.ctx.appliance(peer, journal_commands=False)
+            try:
+                await client.session()  # outside the deadline: the handshake queue is ours (connect has its own)
+                async with asyncio.timeout(self.ctx.settings.ssh.command_timeout):
+                    return await client.status_detail()
+            except BaseException as exc:
+                if self._clients.get(peer.name) is client:
+                    del self._clients[peer.name]
+                await client.close()
+                if not (kept and attempt == 1 and isinstance(exc, ApplianceError | TimeoutError)):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover - the second attempt returns or raises
+
+    async def keep_only(self, names: set[str]) -> None:
+        """Close the sessions of appliances that are no longer peers to read (out of service themselves)."""
+        for name in [n for n in self._clients if n not in names]:
+            reading = self._readings.get(name)
+            if reading is not None and not reading[1].done():
+                continue  # a reading under way finishes first
+            await self._clients.pop(name).close()
+
+    async def close(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        self._readings.clear()
+        for client in clients:
+            await client.close()
