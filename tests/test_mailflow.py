@@ -14,29 +14,7 @@ from tests.conftest import make_rollout, start_fleet
 
 def test_demo_with_a_bake_failure_exits_1_and_reports_every_verdict(tmp_path: Path) -> None:
     report = tmp_path / "r.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "segtui",
-            "demo",
-            "--headless",
-            "--appliances",
-            "8",
-            "--time-scale",
-            "0.002",
-            "--faults",
-            "esa03=bake-fail",
-            "--max-fail",
-            "100%",
-            "--report",
-            str(report),
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = _demo(tmp_path, "--faults", "esa03=bake-fail", "--max-fail", "100%", "--report", str(report), appliances=8)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     data = json.loads(report.read_text())
@@ -111,9 +89,11 @@ async def test_the_peers_of_an_appliance_out_of_service_are_read_while_it_is_out
         await fleet.stop()
 
 
-def _demo(tmp_path: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+def _demo(tmp_path: Path, *flags: str, appliances: int = 2) -> subprocess.CompletedProcess[str]:
+    """`segtui demo --headless` as an operator runs it, at the tests' time scale."""
+    demo = [sys.executable, "-m", "segtui", "demo", "--headless", "--appliances", str(appliances)]
     return subprocess.run(
-        [sys.executable, "-m", "segtui", "demo", "--headless", "--appliances", "2", "--time-scale", "0.002", *flags],
+        [*demo, "--time-scale", "0.002", *flags],
         cwd=tmp_path,
         capture_output=True,
         text=True,

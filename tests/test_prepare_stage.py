@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from segtui.sim.fleet import SimFleet
-from segtui.updates.prepare import check_image
+from segtui.updates.prepare import IMAGE_CONCURRENCY, SERVER_DEADLINE, ServerCheck, check_image
 from tests.conftest import TEST_PASSWORD, start_fleet
 
 SETTINGS = """
@@ -412,24 +412,35 @@ async def test_images_checked_per_manifest_are_capped(many_images: _ManyImages) 
     ), check.notes
 
 
-@pytest.mark.parametrize("many_images", [(8, True)], indirect=True)
-async def test_image_checks_run_concurrently(many_images: _ManyImages) -> None:
+async def _check_one_base(
+    many_images: _ManyImages,
+    *,
+    image_deadline: float,
+    concurrency: int = IMAGE_CONCURRENCY,
+    deadline: float = SERVER_DEADLINE,
+) -> ServerCheck:
+    """`check_server` for one base release (15.0.0-104) to the target, with the given deadlines and concurrency."""
     from segtui.asyncos.versions import Version
     from segtui.updates.prepare import check_server
 
-    start = time.monotonic()
+    base, target = Version.parse("15.0.0-104"), Version.parse("16.0.0-123")
     async with httpx.AsyncClient() as client:
-        check = await asyncio.wait_for(
-            check_server(
-                client,
-                many_images.url,
-                [Version.parse("15.0.0-104")],
-                Version.parse("16.0.0-123"),
-                image_deadline=1.5,
-                concurrency=4,
-            ),
-            60,
+        check = check_server(
+            client,
+            many_images.url,
+            [base],
+            target,
+            image_deadline=image_deadline,
+            concurrency=concurrency,
+            deadline=deadline,
         )
+        return await asyncio.wait_for(check, 60)
+
+
+@pytest.mark.parametrize("many_images", [(8, True)], indirect=True)
+async def test_image_checks_run_concurrently(many_images: _ManyImages) -> None:
+    start = time.monotonic()
+    check = await _check_one_base(many_images, image_deadline=1.5, concurrency=4)
     # 8 hanging images, 1.5 s each: one after another 12 s; four at a time about 3 s.
     assert time.monotonic() - start < 7, time.monotonic() - start
     assert len(check.missing) == 8 and all(m.problem == "timed out after 1.5 s" for m in check.missing)
@@ -437,22 +448,8 @@ async def test_image_checks_run_concurrently(many_images: _ManyImages) -> None:
 
 @pytest.mark.parametrize("many_images", [(8, True)], indirect=True)
 async def test_server_check_has_an_overall_deadline(many_images: _ManyImages) -> None:
-    from segtui.asyncos.versions import Version
-    from segtui.updates.prepare import check_server
-
     start = time.monotonic()
-    async with httpx.AsyncClient() as client:
-        check = await asyncio.wait_for(
-            check_server(
-                client,
-                many_images.url,
-                [Version.parse("15.0.0-104")],
-                Version.parse("16.0.0-123"),
-                image_deadline=30,
-                deadline=2,
-            ),
-            60,
-        )
+    check = await _check_one_base(many_images, image_deadline=30, deadline=2)
     assert time.monotonic() - start < 6, time.monotonic() - start
     assert not check.ready and len(check.missing) == 8
     assert all(m.problem == "not checked: overall 2 s reached" for m in check.missing), check.missing

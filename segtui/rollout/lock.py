@@ -20,6 +20,15 @@ def holder_text(holder: dict[str, object]) -> str:
     return f"pid {holder.get('pid', '?')}, {holder.get('who', '?')}, since {when}"
 
 
+def _holder(fd: int) -> dict[str, object]:
+    """What the holder of a lock wrote into its file (pid, who, since, ...); {} when it is unreadable."""
+    try:
+        data = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    except (ValueError, OSError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 class LockHeld(Exception):
     def __init__(self, path: Path, holder: dict[str, object]) -> None:
         super().__init__(
@@ -92,12 +101,9 @@ class FileLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            try:
-                holder = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
-            except (ValueError, OSError):
-                holder = {}
+            holder = _holder(fd)
             os.close(fd)
-            return holder if isinstance(holder, dict) else {}
+            return holder
         data = json.dumps({"pid": os.getpid(), "who": operator(), "since": time.time(), **self.info})
         os.ftruncate(fd, 0)
         os.pwrite(fd, data.encode(), 0)
@@ -142,11 +148,7 @@ class InventoryLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
-                try:
-                    data = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
-                except (ValueError, OSError):
-                    data = {}
-                return data if isinstance(data, dict) else {}
+                return _holder(fd)
             fcntl.flock(fd, fcntl.LOCK_UN)
             return None
         finally:

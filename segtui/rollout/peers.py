@@ -57,22 +57,27 @@ class PeerReader:
     async def _read_own(self, peer: ApplianceSpec) -> StatusDetail:
         """Over our own session to the peer, opened once and kept between readings. A kept session may have died
         meanwhile (the appliance's idle timeout): then one more try, over a new one."""
-        for attempt in (1, 2):
-            client = self._clients.get(peer.name)
-            kept = client is not None
-            if client is None:
-                client = self._clients[peer.name] = self.ctx.appliance(peer, journal_commands=False)
-            try:
-                await client.session()  # outside the deadline: the handshake queue is ours (connect has its own)
-                async with asyncio.timeout(self.ctx.settings.ssh.command_timeout):
-                    return await client.status_detail()
-            except BaseException as exc:
-                if self._clients.get(peer.name) is client:
-                    del self._clients[peer.name]
-                await client.close()
-                if not (kept and attempt == 1 and isinstance(exc, ApplianceError | TimeoutError)):
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover - the second attempt returns or raises
+        kept = peer.name in self._clients
+        try:
+            return await self._read_once(peer)
+        except (ApplianceError, TimeoutError):
+            if not kept:
+                raise
+        return await self._read_once(peer)
+
+    async def _read_once(self, peer: ApplianceSpec) -> StatusDetail:
+        client = self._clients.get(peer.name)
+        if client is None:
+            client = self._clients[peer.name] = self.ctx.appliance(peer, journal_commands=False)
+        try:
+            await client.session()  # outside the deadline: the handshake queue is ours (connect has its own)
+            async with asyncio.timeout(self.ctx.settings.ssh.command_timeout):
+                return await client.status_detail()
+        except BaseException:
+            if self._clients.get(peer.name) is client:
+                del self._clients[peer.name]
+            await client.close()
+            raise
 
     async def keep_only(self, names: set[str]) -> None:
         """Close the sessions of appliances that are no longer peers to read (out of service themselves)."""
