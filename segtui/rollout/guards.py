@@ -20,6 +20,7 @@ from segtui.asyncos.errors import ApplianceError
 from segtui.asyncos.parsers import StatusDetail
 from segtui.inventory import ApplianceSpec
 from segtui.rollout.context import RolloutContext
+from segtui.rollout.peers import reading_interval
 
 
 class GuardTimeout(ApplianceError):
@@ -67,9 +68,10 @@ async def watch_peers(
     try:
         while True:
             await ctx.peers.keep_only(in_service())
-            watched = peers()
-            if watched:
-                await asyncio.gather(*(read(p) for p in watched))
+            due = [p for p in peers() if ctx.peers.fresh(p) is None]
+            if due:
+                await asyncio.gather(*(read(p) for p in due))
+            # Cheap when short: a reading younger than reading_interval is reused, not taken again.
             await asyncio.sleep(ctx.settings.polling.workqueue)
     finally:
         await ctx.peers.close()
@@ -85,15 +87,19 @@ class CapacityGuard:
     def peers(self) -> list[ApplianceSpec]:
         return [p for p in self.ctx.in_service_peers(self.spec.name) if p.name != self.spec.name]
 
-    async def _read(self, peer: ApplianceSpec) -> str | None:
+    def _problem(self, peer: ApplianceSpec, status: StatusDetail | str) -> str | None:
         """The peer's problem (or None)."""
-        status = await self.ctx.peers.read(peer)
         if isinstance(status, str):
             return status
         return peer_problem(peer.name, status, self.ctx.settings.guards.peer_queue_max)
 
     async def problems(self, peers: list[ApplianceSpec]) -> list[str]:
-        found = await asyncio.gather(*(self._read(p) for p in peers))
+        # Readings at hand are used as they are; only the others are waited for (a large group is mostly at hand).
+        at_hand = {p.name: r for p in peers if (r := self.ctx.peers.fresh(p)) is not None}
+        missing = [p for p in peers if p.name not in at_hand]
+        read = await asyncio.gather(*(self.ctx.peers.read(p) for p in missing))
+        readings = at_hand | {p.name: r for p, r in zip(missing, read, strict=True)}
+        found = [self._problem(p, readings[p.name]) for p in peers]
         # Reading takes a moment: a peer that went out of service meanwhile (its own procedure suspended it) is
         # no longer one to rely on, and what it says now is not a reason to wait.
         still = {p.name for p in self.peers()}
@@ -138,7 +144,8 @@ class CapacityGuard:
             if left <= 0:
                 raise GuardTimeout(self.spec.name, f"waited {g.wait:g} s on: {reason}; back to pending")
             try:
-                async with asyncio.timeout(min(left, self.ctx.settings.polling.workqueue)):
+                # Re-checked when a reading can be new (an override or a pause wakes it at once).
+                async with asyncio.timeout(min(left, reading_interval(self.ctx.settings))):
                     await interrupt.wait()
             except TimeoutError:
                 pass
@@ -231,13 +238,13 @@ async def bake(
     interrupt: asyncio.Event,
     on_sample: Callable[[BakeSample, float], None],
 ) -> BakeResult:
-    """Sample `read()` every `polling.workqueue` for `guards.bake` seconds and judge the mail flow.
+    """Sample `read()` every `reading_interval` for `guards.bake` seconds and judge the mail flow.
 
     `stopped()` returns why to stop early (pause, abort, override) or None; `interrupt` wakes the wait at once.
     A stop gives the verdict `skipped`: the appliance is already in service.
     """
     g = ctx.settings.guards
-    interval = ctx.settings.polling.workqueue
+    interval = reading_interval(ctx.settings)
     samples: list[BakeSample] = []
     end = time.monotonic() + g.bake
     ends_at = time.time() + g.bake

@@ -16,15 +16,22 @@ from segtui.asyncos.errors import ApplianceError
 from segtui.asyncos.parsers import StatusDetail
 from segtui.inventory import ApplianceSpec
 from segtui.rollout.events import WorkQueueDepth
+from segtui.settings import Settings
 
 if TYPE_CHECKING:
     from segtui.asyncos.commands import Appliance
     from segtui.rollout.context import RolloutContext
 
 
-# A peer is never read more often than this, whatever the polling interval: a work queue does not move in less, and
-# an SSH reading costs the same at any time scale (a demo's 0.1 s interval would read a large group 10 times a second).
-FRESH_FLOOR = 2.0
+# An observation (a peer's reading, a bake's sample) is never taken more often than this, whatever the polling
+# interval: a work queue does not move in less, and an SSH reading costs the same at any time scale (a demo's 0.1 s
+# interval would read a large group 10 times a second, and 500 baking appliances 5,000 times).
+READING_FLOOR = 2.0
+
+
+def reading_interval(settings: Settings) -> float:
+    """How often a peer is read and a baking appliance sampled: the work-queue polling, never under READING_FLOOR."""
+    return max(settings.polling.workqueue, READING_FLOOR)
 
 
 class PeerReader:
@@ -33,14 +40,25 @@ class PeerReader:
         self._clients: dict[str, Appliance] = {}
         self._readings: dict[str, tuple[float, asyncio.Future[StatusDetail | str]]] = {}
 
+    def fresh(self, peer: ApplianceSpec) -> StatusDetail | str | None:
+        """The peer's reading if one younger than `reading_interval` is at hand, else None (no waiting)."""
+        cached = self._readings.get(peer.name)
+        if (
+            cached is None
+            or not cached[1].done()
+            or time.monotonic() - cached[0] >= reading_interval(self.ctx.settings)
+        ):
+            return None
+        return cached[1].result()
+
     async def read(self, peer: ApplianceSpec) -> StatusDetail | str:
         """The peer's status, or why it could not be read (`esa03 unreachable: ...`): a reading under way is
-        joined, one younger than the polling interval (and never younger than FRESH_FLOOR) is reused."""
+        joined, one younger than `reading_interval` is reused."""
         now = time.monotonic()
         cached = self._readings.get(peer.name)
-        fresh = max(self.ctx.settings.polling.workqueue, FRESH_FLOOR)
+        fresh = reading_interval(self.ctx.settings)
         if cached is not None and (not cached[1].done() or now - cached[0] < fresh):
-            return await asyncio.shield(cached[1])
+            return cached[1].result() if cached[1].done() else await asyncio.shield(cached[1])
         reading: asyncio.Future[StatusDetail | str] = asyncio.ensure_future(self._read_now(peer))
         self._readings[peer.name] = (now, reading)
         return await asyncio.shield(reading)
