@@ -36,6 +36,10 @@ class ScriptedAppliance:
     refuse_shell: bool = False  # log in, then refuse the shell (an appliance going down just then)
     hang: set[str] = field(default_factory=set)  # commands whose script is followed by silence, no prompt
     pace: float = 0.0  # seconds between the turns of a script (a slow appliance)
+    shells_per_connection: int | None = None  # more shells on one connection are refused (None: no limit)
+    logins: int = 0  # successful logins (one per connection)
+    connected: int = 0  # connections open now
+    refused_shells: int = 0
 
 
 class _Auth(asyncssh.SSHServer):
@@ -53,10 +57,26 @@ class _Auth(asyncssh.SSHServer):
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
+        self.shells = 0
+        self.scripted.connected += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.scripted.connected -= 1
 
     def auth_completed(self) -> None:
+        self.scripted.logins += 1
         if self.scripted.refuse_shell:
             asyncio.get_running_loop().call_soon(self.conn.abort)
+
+    def session_requested(self) -> asyncssh.SSHServerProcess[str]:
+        # Called only when shells per connection are limited (serve() then passes no process factory): an appliance
+        # whose sshd refuses a second session on one connection (OpenSSH's MaxSessions).
+        limit = self.scripted.shells_per_connection
+        if limit is not None and self.shells >= limit:
+            self.scripted.refused_shells += 1
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "open failed")
+        self.shells += 1
+        return asyncssh.SSHServerProcess(lambda p: _session(self.scripted, p), None, 0, False)
 
 
 async def _session(sa: ScriptedAppliance, process: asyncssh.SSHServerProcess[str]) -> None:
@@ -123,7 +143,7 @@ async def serve(sa: ScriptedAppliance, tmp: Path) -> tuple[asyncssh.SSHAcceptor,
         "127.0.0.1",
         0,
         server_host_keys=[key],
-        process_factory=lambda p: _session(sa, p),
+        process_factory=None if sa.shells_per_connection is not None else lambda p: _session(sa, p),
         line_editor=False,
     )
     port = acceptor.sockets[0].getsockname()[1]

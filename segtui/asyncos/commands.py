@@ -15,8 +15,11 @@ from typing import TypeVar
 import asyncssh
 
 from segtui.asyncos import parsers
+from segtui.asyncos.connections import Lease, SharedConnections
 from segtui.asyncos.errors import (
+    ApplianceError,
     CommandFailed,
+    CommandTimeout,
     ConnectionLost,
     ParseError,
     UpgradeFailed,
@@ -37,6 +40,7 @@ from segtui.asyncos.session import (
     DialoguePolicy,
     TranscriptSink,
     UnknownQuestionSink,
+    open_connection,
 )
 from segtui.asyncos.versions import Version, next_hop
 from segtui.textsafe import one_line
@@ -243,6 +247,8 @@ class Appliance:
         policy: DialoguePolicy | None = None,
         on_unknown: UnknownQuestionSink | None = None,
         secrets: Sequence[str] = (),
+        connections: SharedConnections | None = None,
+        fresh: bool = False,
     ) -> None:
         self.opts = opts
         self._policy, self._on_unknown, self._secrets = policy, on_unknown, tuple(secrets)
@@ -253,27 +259,50 @@ class Appliance:
         self._transcript = transcript
         self._session: CLISession | None = None
         self._opening = asyncio.Lock()  # two callers needing a session at once open one, not two
+        self._connections = connections
+        self._fresh = fresh
 
     async def session(self) -> CLISession:
         if self._session is not None:
             return self._session
         async with self._opening:
             if self._session is None:
-                if self._handshakes is not None:
-                    # Bound concurrent handshakes: hundreds at once starve the event loop and the peer.
-                    async with self._handshakes:
-                        self._session = await self._open()
-                else:
-                    self._session = await self._open()
+                self._session = await self._open()
             return self._session
 
     async def _open(self) -> CLISession:
+        """A shell over the appliance's shared connection if one is live (a channel, no login), else over a new one.
+
+        With `fresh`, always over a new connection (a reboot check proves that the appliance takes logins again)."""
+        pool = self._connections
+        if pool is None:
+            return await self._shell(Lease(await self._login(), False))
+        if not self._fresh:
+            lease = await pool.connect(self.opts, self._login)
+            if not lease.shared:
+                return await self._shell(lease)
+            try:
+                async with asyncio.timeout(self.opts.connect_timeout):
+                    return await self._shell(lease)
+            except (ConnectionLost, TimeoutError):
+                pass  # that connection is retired now (a dead link, or no second shell on it): log in anew
+        return await self._shell(pool.add(self.opts, await self._login()))
+
+    async def _login(self) -> asyncssh.SSHClientConnection:
+        if self._handshakes is None:
+            return await open_connection(self.opts)
+        # Bound concurrent handshakes: hundreds at once starve the event loop and the peer.
+        async with self._handshakes:
+            return await open_connection(self.opts)
+
+    async def _shell(self, lease: Lease) -> CLISession:
         return await CLISession.open(
             self.opts,
             transcript=self._transcript,
             policy=self._policy,
             on_unknown=self._on_unknown,
             secrets=self._secrets,
+            lease=lease,
         )
 
     @property
@@ -281,11 +310,15 @@ class Appliance:
         """The appliance's own name (prompt, machine mode, saveconfig), learned by the last session; None before."""
         return (self._session.hostname if self._session is not None else None) or self._hostname
 
-    async def close(self) -> None:
+    async def close(self, *, reuse: bool = True) -> None:
+        """Close the session. Its connection stays shared unless `reuse` is False (the appliance reboots, or the
+        session broke in a way that may mean a dead link)."""
         if self._session is not None:
             session, self._session = self._session, None
             self._hostname = session.hostname or self._hostname
-            await session.close()
+            await session.close(reuse=reuse)
+        elif not reuse and self._connections is not None:
+            self._connections.retire(self.opts)
 
     async def __aenter__(self) -> Appliance:
         return self
@@ -310,9 +343,11 @@ class Appliance:
             # Raised while answering a question (e.g. no encrypt option): name this appliance.
             await self.close()
             raise ParseError(exc.message, appliance=self.name) from None
-        except BaseException:
-            # A half-finished dialogue leaves the CLI in an unknown place: never reuse it.
-            await self.close()
+        except BaseException as exc:
+            # A half-finished dialogue leaves the CLI in an unknown place: never reuse it. Its connection only
+            # when the appliance answered (a failed command, a refused answer), not after a drop or a deadline.
+            answered = isinstance(exc, ApplianceError) and not isinstance(exc, ConnectionLost | CommandTimeout)
+            await self.close(reuse=answered)
             raise
 
     @property
@@ -618,7 +653,8 @@ class Appliance:
             raise UpgradeFailed(self.name, failure)
         if not confirmed:
             raise UpgradeFailed(self.name, f"upgrade ended before confirmation: {out.strip()[-200:]}")
-        # Some releases return to the prompt and reboot a moment later.
+        # Some releases return to the prompt and reboot a moment later: nothing may use this connection again.
+        await self.close(reuse=False)
         return UpgradeResult(chosen[-1], offers, True, used_install[0])
 
     async def download_image(
@@ -719,6 +755,7 @@ class Appliance:
             )
         except ConnectionLost:
             return
+        await self.close(reuse=False)  # it reboots a moment later
 
     # --- clusters --------------------------------------------------------------------------------
     async def cluster_disconnect(self, hostname: str) -> None:

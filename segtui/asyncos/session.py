@@ -20,6 +20,7 @@ from typing import Any, Literal
 import asyncssh
 
 from segtui.asyncos import parsers
+from segtui.asyncos.connections import Lease
 from segtui.asyncos.errors import (
     ApplianceError,
     AuthFailed,
@@ -450,9 +451,11 @@ class CLISession:
         redactor: Redactor | None = None,
         policy: DialoguePolicy | None = None,
         on_unknown: UnknownQuestionSink | None = None,
+        lease: Lease | None = None,
     ) -> None:
         self.name = name
         self.conn = conn
+        self._lease = lease or Lease(conn, False)  # without one, the session owns its connection
         self._process = process
         self._held = ""  # an unterminated control sequence from the end of the last chunk
         self._transcript = transcript
@@ -473,31 +476,43 @@ class CLISession:
         on_unknown: UnknownQuestionSink | None = None,
         secrets: Sequence[str] = (),
         banner_timeout: float = 30.0,
+        lease: Lease | None = None,
     ) -> CLISession:
-        """Connect, open the shell and read to the first prompt.
+        """Connect (or use the leased connection), open the shell and read to the first prompt.
 
         `secrets` (besides the password) are masked in transcripts; `on_unknown(command, question)` is called for
         each question no answer matched (its default was taken, or the command stops with policy "stop").
+        On any failure the lease is released and its connection retired.
         """
-        conn = await open_connection(opts)
+        if lease is None:
+            lease = Lease(await open_connection(opts), False)
         try:
-            process = await conn.create_process(
+            process = await lease.conn.create_process(
                 term_type="vt100", term_size=PTY_SIZE, encoding="utf-8", errors="replace"
             )
             redactor = Redactor([opts.credentials.password, *secrets])
             session = cls(
-                opts.name, conn, process, transcript=transcript, redactor=redactor, policy=policy, on_unknown=on_unknown
+                opts.name,
+                lease.conn,
+                process,
+                transcript=transcript,
+                redactor=redactor,
+                policy=policy,
+                on_unknown=on_unknown,
+                lease=lease,
             )
             rx = _Received(session.policy.max_output_bytes)
             await session._read_to_prompt(rx, deadline=time.monotonic() + banner_timeout, command="(login)")
         except (OSError, asyncssh.Error) as exc:
-            # The appliance went away between login and the shell (e.g. it is rebooting).
-            conn.close()
+            if lease.shared and isinstance(exc, asyncssh.ChannelOpenError) and not lease.conn.is_closed():
+                lease.refused()  # no second shell on a live connection: one connection per session from now on
+            # Or the appliance went away between login and the shell (e.g. it is rebooting).
+            await lease.release(reuse=False)
             raise ConnectionLost(
                 opts.name, f"session dropped while opening the shell: {one_line(str(exc), 200)}"
             ) from None
         except BaseException:
-            conn.close()
+            await lease.release(reuse=False)
             raise
         return session
 
@@ -507,13 +522,10 @@ class CLISession:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def close(self) -> None:
-        self.conn.close()
-        try:
-            async with asyncio.timeout(5):
-                await self.conn.wait_closed()
-        except (TimeoutError, OSError, asyncssh.Error):
-            pass
+    async def close(self, *, reuse: bool = True) -> None:
+        """Close the shell; its connection closes too, unless shared (`reuse=False`: it is not to be shared again)."""
+        self._process.close()
+        await self._lease.release(reuse=reuse)
 
     def redact(self, text: str) -> str:
         return self._redactor(text)

@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from segtui.asyncos.commands import Appliance, CommandTimeouts
+from segtui.asyncos.connections import SharedConnections
 from segtui.asyncos.parsers import UpgradeSource
 from segtui.asyncos.session import ConnectOptions, Credentials, DialoguePolicy, Exchange, UnknownQuestionSink
 from segtui.asyncos.versions import Version
@@ -40,6 +41,8 @@ class RolloutContext:
     journal: Journal
     emit: Callable[[RolloutEvent], None]
     handshakes: asyncio.Semaphore = field(init=False)  # from settings.ssh.max_handshakes
+    # One SSH connection per appliance, shared by its sessions (pre-flight, procedure, peer readings, verification).
+    connections: SharedConnections = field(default_factory=SharedConnections)
     staged: dict[str, Version] = field(default_factory=dict)  # images `segtui stage` left on appliances
     # Set by the engine: the peers of an appliance's capacity group that are in service right now.
     in_service_peers: Callable[[str], list[ApplianceSpec]] = _no_peers
@@ -89,8 +92,14 @@ class RolloutContext:
         return clean(text, self.redactor)
 
     def appliance(
-        self, spec: ApplianceSpec, *, journal_commands: bool = True, on_unknown: UnknownQuestionSink | None = None
+        self,
+        spec: ApplianceSpec,
+        *,
+        journal_commands: bool = True,
+        on_unknown: UnknownQuestionSink | None = None,
+        fresh: bool = False,
     ) -> Appliance:
+        """Typed commands on one appliance, over its shared connection (`fresh`: over a new one)."""
         d = self.settings.deadlines
 
         def record(ex: Exchange) -> None:
@@ -116,4 +125,6 @@ class RolloutContext:
                 max_output_bytes=self.settings.dialogue.max_output_bytes,
             ),
             on_unknown=on_unknown,
+            connections=self.connections,
+            fresh=fresh,
         )

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from segtui.asyncos.connections import SharedConnections
 from segtui.asyncos.errors import ApplianceError
 from segtui.asyncos.versions import Version
 from segtui.errors import InputError
@@ -111,6 +112,7 @@ class FleetNotes:
 
 
 UNAVAILABLE_LISTENERS = ("suspended", "unknown")
+CONNECTION_LINGER = 30.0  # seconds an appliance's SSH connection is kept after its last session closed
 
 
 class Rollout:
@@ -136,6 +138,9 @@ class Rollout:
         self.state = RolloutState.READY
         self._subscribers: list[Callable[[RolloutEvent], None]] = []
         self.ctx = RolloutContext(inventory, settings, target, journal, self._emit)
+        # A connection outlives its session a little: the pre-flight's serves the procedure, the reboot check's the
+        # verification, a peer reading's the peer's own procedure (no second login to the same appliance).
+        self.ctx.connections = SharedConnections(linger=CONNECTION_LINGER)
         self.ctx.in_service_peers = self.in_service_peers
         self.records: dict[str, ApplianceRecord] = {}
         self.specs: dict[str, ApplianceSpec] = {a.name: a for a in inventory.appliances}
@@ -704,6 +709,7 @@ class Rollout:
             watch.cancel()
             await asyncio.gather(watch, return_exceptions=True)
             await self._wait_for_running()
+            await self.ctx.connections.close()
         return self._finish()
 
     async def _make_in_flight_safe(self) -> None:

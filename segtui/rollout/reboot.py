@@ -71,7 +71,9 @@ class RebootPoller:
             else:
                 probe("ssh")
                 # Journaled like every other command: the transcript shows what the appliance said on its way back.
-                appliance = self.ctx.appliance(self.spec)
+                # A new login, never a connection from before: that it is accepted is part of the proof.
+                appliance = self.ctx.appliance(self.spec, fresh=True)
+                back = False
                 try:
                     await appliance.session()
                     probe("cli")
@@ -87,6 +89,7 @@ class RebootPoller:
                     probe("ssh", self.ctx.clean(str(exc.message if isinstance(exc, ApplianceError) else exc)))
                 else:
                     if info.version == expected:
+                        back = True  # its connection serves the verification that follows
                         return info.version
                     if info.version == previous and not saw_down:
                         # Still installing: the reboot has not happened yet.
@@ -94,6 +97,6 @@ class RebootPoller:
                     else:
                         raise WrongVersion(name, f"came back on {info.version}, expected {expected}")
                 finally:
-                    await appliance.close()
+                    await appliance.close(reuse=back)
             await asyncio.sleep(min(backoff, max(0.0, deadline - time.time())))
             backoff = min(p.reboot_max, backoff * 1.5)
