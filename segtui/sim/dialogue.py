@@ -23,18 +23,22 @@ class Dialogue:
         self._lines = 0  # lines written since the last input
 
     async def line(self, text: str = "") -> None:
+        # Lines go out together up to the pager (a PTY's output reaches sshd in chunks, not a packet per line).
+        out: list[str] = []
         for part in text.split("\n"):
             if self.paged and self._lines >= self.printing.page_lines:
-                self.term.write(PAGER)
+                self.term.write("".join(out) + PAGER)
+                out.clear()
                 await self.term.key()
                 self.term.write("\r\x1b[K" if self.printing.erase_csi else "\r" + " " * len(PAGER) + "\r")
                 self._lines = 0
-            self.term.line(part)
+            out.append(part + "\n")
             self._lines += 1
+        self.term.write("".join(out))
 
     async def lines(self, *texts: str) -> None:
-        for text in texts:
-            await self.line(text)
+        if texts:
+            await self.line("\n".join(texts))
 
     def raw(self, text: str) -> None:
         """Progress output while a long job runs: streamed as it comes, never paged."""

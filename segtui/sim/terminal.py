@@ -53,32 +53,40 @@ class Terminal:
         return ch
 
     async def readline(self) -> str:
+        # The echo of what arrived together goes back together (a PTY's echo reaches sshd as one read, not a packet
+        # per key), and always before waiting for more input.
         line = ""
+        echo = ""
         while True:
             while not self._pending:
+                if echo:
+                    self.write(echo)
+                    echo = ""
                 self._pending += await self._more()
             ch, self._pending = self._pending[0], self._pending[1:]
             if ch in "\r\n":
                 if ch == "\r" and self._pending.startswith("\n"):
                     self._pending = self._pending[1:]
                 if self.pty:
-                    self.write("\n")
+                    self.write(echo + "\n")
                 return line
             if ch == "\x03":
                 if self.pty:
-                    self.write("^C\n")
+                    self.write(echo + "^C\n")
                 raise Cancelled()
             if ch == "\x04" and not line:
+                if echo:
+                    self.write(echo)
                 raise SessionClosed()
             if ch in "\x7f\x08":
                 if line:
                     line = line[:-1]
                     if self.pty:
-                        self._process.stdout.write("\b \b")
+                        echo += "\b \b"
                 continue
             if ch == "\x1b":  # drop escape sequences (arrow keys)
                 self._pending = self._pending.lstrip("[0123456789;ABCDEFHOPQRS~")
                 continue
             line += ch
             if self.pty:
-                self._process.stdout.write(ch)
+                echo += ch
