@@ -163,6 +163,7 @@ async def execute(args: argparse.Namespace, rollout: Rollout, *, autostart: bool
             shown = await run_dashboard(rollout, readonly=args.readonly, autostart=autostart, sim=sim)
             outcome = Outcome(shown) if shown in set(Outcome) else rollout.outcome()
     finally:
+        await rollout.ctx.connections.close()  # the survey's and the pre-flight's, if the rollout never ran
         if notifier is not None:
             await notifier.close()
     report = build_report(rollout, outcome, notifier=notifier)

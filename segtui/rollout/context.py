@@ -46,7 +46,7 @@ class RolloutContext:
     staged: dict[str, Version] = field(default_factory=dict)  # images `segtui stage` left on appliances
     # Set by the engine: the peers of an appliance's capacity group that are in service right now.
     in_service_peers: Callable[[str], list[ApplianceSpec]] = _no_peers
-    # The in-service peers' readings, shared by every capacity guard and the peer watch (one session per peer).
+    # The in-service peers' readings, shared by every capacity guard and the peer watch (a kept shell per peer).
     peers: PeerReader = field(init=False)
     # From the pre-flight, where known: the versions each appliance passes through, in order, ending at the target.
     expected_paths: dict[str, list[Version]] = field(default_factory=dict)

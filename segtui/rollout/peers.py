@@ -1,9 +1,9 @@
 """The in-service peers' readings, one reader per rollout: the capacity guards and the peer watch share them.
 
-A peer is read at most once per polling interval whoever asks (a large group is read once per interval, not once
-per waiting appliance), over one SSH session per peer kept open between readings (a handshake costs far more than
-a command). Each reading is also a `WorkQueueDepth` event: the dashboard shows where the mail of the appliances out
-of service goes.
+A peer is read at most once per `reading_interval` whoever asks (a large group is read once per interval, not once
+per waiting appliance), over a CLI session per peer kept open between readings, on the peer's shared SSH
+connection (a shell on the connection its own procedure uses: no second login). Each reading is also a
+`WorkQueueDepth` event: the dashboard shows where the mail of the appliances out of service goes.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class PeerReader:
         return status
 
     async def _read_own(self, peer: ApplianceSpec) -> StatusDetail:
-        """Over our own session to the peer, opened once and kept between readings. A kept session may have died
+        """Over our own CLI session to the peer, opened once and kept between readings. A kept session may have died
         meanwhile (the appliance's idle timeout): then one more try, over a new one."""
         kept = peer.name in self._clients
         try:
@@ -88,7 +88,7 @@ class PeerReader:
         if client is None:
             client = self._clients[peer.name] = self.ctx.appliance(peer, journal_commands=False)
         try:
-            await client.session()  # outside the deadline: the handshake queue is ours (connect has its own)
+            await client.session()  # outside the deadline: a login waits for a handshake slot (connect has its own)
             async with asyncio.timeout(self.ctx.settings.ssh.command_timeout):
                 return await client.status_detail()
         except BaseException:
