@@ -94,12 +94,13 @@ class CapacityGuard:
         return peer_problem(peer.name, status, self.ctx.settings.guards.peer_queue_max)
 
     async def problems(self, peers: list[ApplianceSpec]) -> list[str]:
-        # Readings at hand are used as they are; only the others are waited for (a large group is mostly at hand).
-        at_hand = {p.name: r for p in peers if (r := self.ctx.peers.fresh(p)) is not None}
-        missing = [p for p in peers if p.name not in at_hand]
-        read = await asyncio.gather(*(self.ctx.peers.read(p) for p in missing))
-        readings = at_hand | {p.name: r for p, r in zip(missing, read, strict=True)}
-        found = [self._problem(p, readings[p.name]) for p in peers]
+        # The shared readings, waited for together (never cancelled from here: other guards wait for them too); a
+        # large group's are mostly at hand, and each guard of the group joins the same few under way.
+        readings = [self.ctx.peers.reading(p) for p in peers]
+        under_way = [r for r in readings if not r.done()]
+        if under_way:
+            await asyncio.wait(under_way)
+        found = [self._problem(p, r.result()) for p, r in zip(peers, readings, strict=True)]
         # Reading takes a moment: a peer that went out of service meanwhile (its own procedure suspended it) is
         # no longer one to rely on, and what it says now is not a reason to wait.
         still = {p.name for p in self.peers()}

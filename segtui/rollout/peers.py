@@ -51,17 +51,22 @@ class PeerReader:
             return None
         return cached[1].result()
 
-    async def read(self, peer: ApplianceSpec) -> StatusDetail | str:
-        """The peer's status, or why it could not be read (`esa03 unreachable: ...`): a reading under way is
-        joined, one younger than `reading_interval` is reused."""
+    def reading(self, peer: ApplianceSpec) -> asyncio.Future[StatusDetail | str]:
+        """The peer's shared reading: one under way, or one younger than `reading_interval`, else a new one.
+
+        Wait for it with `asyncio.wait` or `read`, which never cancel it: others may be waiting for it too."""
         now = time.monotonic()
         cached = self._readings.get(peer.name)
-        fresh = reading_interval(self.ctx.settings)
-        if cached is not None and (not cached[1].done() or now - cached[0] < fresh):
-            return cached[1].result() if cached[1].done() else await asyncio.shield(cached[1])
+        if cached is not None and (not cached[1].done() or now - cached[0] < reading_interval(self.ctx.settings)):
+            return cached[1]
         reading: asyncio.Future[StatusDetail | str] = asyncio.ensure_future(self._read_now(peer))
         self._readings[peer.name] = (now, reading)
-        return await asyncio.shield(reading)
+        return reading
+
+    async def read(self, peer: ApplianceSpec) -> StatusDetail | str:
+        """The peer's status, or why it could not be read (`esa03 unreachable: ...`), from its shared reading."""
+        reading = self.reading(peer)
+        return reading.result() if reading.done() else await asyncio.shield(reading)
 
     async def _read_now(self, peer: ApplianceSpec) -> StatusDetail | str:
         try:
