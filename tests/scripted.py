@@ -40,6 +40,7 @@ class ScriptedAppliance:
     logins: int = 0  # successful logins (one per connection)
     connected: int = 0  # connections open now
     refused_shells: int = 0
+    password_checks: int = 0
 
 
 class _Auth(asyncssh.SSHServer):
@@ -53,6 +54,7 @@ class _Auth(asyncssh.SSHServer):
         return True
 
     def validate_password(self, username: str, password: str) -> bool:
+        self.scripted.password_checks += 1
         return password == self.scripted.password
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:

@@ -6,6 +6,7 @@ Over real SSH (a scripted appliance on loopback that counts its logins and open 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -14,9 +15,10 @@ import pytest
 
 from segtui.asyncos.commands import Appliance, CommandTimeouts
 from segtui.asyncos.connections import SharedConnections
-from segtui.asyncos.errors import AuthFailed, CommandTimeout, HostKeyRejected
+from segtui.asyncos.errors import AuthFailed, CommandTimeout, HostKeyRejected, UpgradeFailed
 from segtui.asyncos.session import Credentials
 from tests.scripted import ScriptedAppliance, Served, serving
+from tests.test_hardrule import AFTER_LIST, ANY, CONFIRM, CURRENT, GOOD_LIST, START, TARGET
 
 VERSION_OUT = "\nCurrent Version\n===============\nModel: C300V\nVersion: 15.0.0-104\nSerial #: 4229F1C3E7A9-X\n"
 REBOOT = [
@@ -165,3 +167,44 @@ async def test_an_entry_with_other_credentials_or_known_hosts_never_rides_on_a_l
     assert sa.logins == 1
     await right.close()
     await pool.close()
+
+
+async def test_an_upgrade_confirmed_then_failed_still_retires_its_connection(served: Served) -> None:
+    # "Y" was sent, then the dialogue failed (a question naming another release): the appliance may reboot anyway,
+    # so the connection from before is shared no more.
+    after_confirm = "\nAlso install AsyncOS 15.5.1 build 055 afterwards? [Y]> "
+    turns = [*START, (GOOD_LIST, "2"), *AFTER_LIST, (CONFIRM, "Y"), (after_confirm, ANY)]
+    sa = scripted()
+    sa.script["upgrade"] = turns
+    pool = SharedConnections(linger=60)
+    procedure, peer_reading, later = await appliances(served, sa, pool, 3)
+    await peer_reading.version()
+    with pytest.raises(UpgradeFailed, match="unexpected question"):
+        await procedure.upgrade(TARGET, current=CURRENT)
+    await later.version()
+    assert sa.logins == 2
+    for appliance in (procedure, peer_reading, later):
+        await appliance.close()
+    await pool.close()
+
+
+async def test_sessions_opening_at_once_with_a_wrong_password_make_one_attempt(served: Served) -> None:
+    # Three sessions of one appliance at once: one login, and its failure is theirs (no lockout by repetition).
+    sa = scripted()
+    pool = SharedConnections(linger=60)
+    (first,) = await appliances(served, sa, pool, 1)
+    wrong = replace(first.opts, credentials=Credentials("admin", "not-the-password"))
+    results = await asyncio.gather(
+        *(Appliance(wrong, connections=pool).version() for _ in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(r, AuthFailed) for r in results), results
+    assert (sa.password_checks, sa.logins) == (1, 0)
+    await pool.close()
+
+
+def test_the_published_rows_name_tests_that_exist() -> None:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "FAULTS.md").read_text()
+    section = doc.split("## Shared SSH connections", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`(test_\w+)`", section))
+    assert len(named) >= 8, named
+    assert named <= {n for n in globals() if n.startswith("test_")}, named

@@ -273,11 +273,12 @@ class Appliance:
     async def _open(self) -> CLISession:
         """A shell over the appliance's shared connection if one is live (a channel, no login), else over a new one.
 
-        With `fresh`, always over a new connection (a reboot check proves that the appliance takes logins again)."""
+        With `fresh`, always over a new connection of its own, shared only once `share()` says so (a reboot check
+        proves that the appliance takes logins again, then its connection serves the verification)."""
         pool = self._connections
-        if pool is None:
+        if pool is None or self._fresh:
             return await self._shell(Lease(await self._login(), False))
-        if not self._fresh:
+        for _ in range(2):
             lease = await pool.connect(self.opts, self._login)
             if not lease.shared:
                 return await self._shell(lease)
@@ -285,8 +286,8 @@ class Appliance:
                 async with asyncio.timeout(self.opts.connect_timeout):
                     return await self._shell(lease)
             except (ConnectionLost, TimeoutError):
-                pass  # that connection is retired now (a dead link, or no second shell on it): log in anew
-        return await self._shell(pool.add(self.opts, await self._login()))
+                pass  # that connection is retired now (a dead link, or no second shell on it): another one
+        return await self._shell(Lease(await self._login(), False))
 
     async def _login(self) -> asyncssh.SSHClientConnection:
         if self._handshakes is None:
@@ -312,13 +313,19 @@ class Appliance:
 
     async def close(self, *, reuse: bool = True) -> None:
         """Close the session. Its connection stays shared unless `reuse` is False (the appliance reboots, or the
-        session broke in a way that may mean a dead link)."""
+        session broke in a way that may mean a dead link): then no connection of this appliance made so far is
+        shared again, this session's or another."""
+        if not reuse and self._connections is not None:
+            self._connections.retire(self.opts)
         if self._session is not None:
             session, self._session = self._session, None
             self._hostname = session.hostname or self._hostname
             await session.close(reuse=reuse)
-        elif not reuse and self._connections is not None:
-            self._connections.retire(self.opts)
+
+    def share(self) -> None:
+        """Offer this session's connection (a `fresh` one) to the appliance's other sessions from now on."""
+        if self._session is not None and self._connections is not None:
+            self._connections.adopt(self.opts, self._session.lease)
 
     async def __aenter__(self) -> Appliance:
         return self
@@ -480,6 +487,8 @@ class Appliance:
         except BaseException as exc:
             if created[0]:
                 target.unlink(missing_ok=True)
+            if not isinstance(exc, _ScpRefused):
+                await self.close(reuse=False)  # a transfer that stalled or broke may be a dead link
             if isinstance(exc, TimeoutError):
                 raise CommandFailed(self.name, f"SCP of {remote} timed out") from None
             if isinstance(exc, _ScpRefused):
@@ -635,7 +644,12 @@ class Appliance:
             Answer("", unknown, when=must_stop),
         ]
         try:
-            out = await self._run("upgrade", answers=answers, timeout=self.timeouts.upgrade, on_output=output)
+            try:
+                out = await self._run("upgrade", answers=answers, timeout=self.timeouts.upgrade, on_output=output)
+            finally:
+                if confirmed:
+                    # "Y" was sent: whatever happens next, it reboots. Nothing may use a connection from before.
+                    await self.close(reuse=False)
         except ConnectionLost as exc:
             if confirmed:
                 # The session drops when the appliance reboots (or mid-install): it carries on.
@@ -653,8 +667,7 @@ class Appliance:
             raise UpgradeFailed(self.name, failure)
         if not confirmed:
             raise UpgradeFailed(self.name, f"upgrade ended before confirmation: {out.strip()[-200:]}")
-        # Some releases return to the prompt and reboot a moment later: nothing may use this connection again.
-        await self.close(reuse=False)
+        # Some releases return to the prompt and reboot a moment later.
         return UpgradeResult(chosen[-1], offers, True, used_install[0])
 
     async def download_image(

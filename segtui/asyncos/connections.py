@@ -22,11 +22,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import hmac
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import asyncssh
+
+from segtui.asyncos.errors import ApplianceError
 
 if TYPE_CHECKING:
     from segtui.asyncos.session import ConnectOptions
@@ -34,16 +38,21 @@ if TYPE_CHECKING:
 ConnKey = tuple[str, int, str, str, str, str]
 
 
+# Passwords are told apart by a keyed hash whose key never leaves this process: nothing held here can be used to
+# guess a password, even if it is printed.
+_SALT = secrets.token_bytes(32)
+
+
 def conn_key(opts: ConnectOptions) -> ConnKey:
     creds = opts.credentials
-    secret = hashlib.sha256((creds.password or "").encode()).hexdigest()  # the key may be shown; the password never
+    secret = hmac.new(_SALT, (creds.password or "").encode(), hashlib.sha256).hexdigest()
     return (opts.host, opts.port, creds.username, secret, str(creds.key_file or ""), str(opts.known_hosts))
 
 
 @dataclass(eq=False)
 class _Shared:
-    key: ConnKey
-    conn: asyncssh.SSHClientConnection
+    key: ConnKey = field(repr=False)
+    conn: asyncssh.SSHClientConnection = field(repr=False)
     users: int = 0
     retired: bool = False
     expiry: asyncio.TimerHandle | None = field(default=None, repr=False)
@@ -83,30 +92,46 @@ class SharedConnections:
         self.linger = linger
         self._live: dict[ConnKey, _Shared] = {}
         self._refused: set[ConnKey] = set()
-        self._logging_in: dict[ConnKey, asyncio.Future[None]] = {}
+        self._logging_in: dict[ConnKey, asyncio.Future[ApplianceError | None]] = {}
 
     async def connect(
         self, opts: ConnectOptions, login: Callable[[], Awaitable[asyncssh.SSHClientConnection]]
     ) -> Lease:
         """A lease on the appliance's connection: the live one, else the one another session is making now (waited
-        for), else a new one made by `login()`. Sessions opening at once make one connection, not one each."""
+        for; its failure is ours too: one failed login, not one per session), else a new one made by `login()`."""
         key = conn_key(opts)
-        lease = self.take(opts)
-        pending = self._logging_in.get(key)
-        if lease is None and pending is not None and key not in self._refused:
-            await asyncio.shield(pending)
-            lease = self.take(opts)  # None when that login failed: then one of our own
+        while (lease := self.take(opts)) is None and (pending := self._logging_in.get(key)) is not None:
+            if key in self._refused:
+                break
+            failed = await asyncio.shield(pending)
+            if failed is not None:
+                raise failed
         if lease is not None:
             return lease
-        done = asyncio.get_running_loop().create_future()
-        self._logging_in.setdefault(key, done)
+        done: asyncio.Future[ApplianceError | None] = asyncio.get_running_loop().create_future()
+        self._logging_in[key] = done
+        failure: ApplianceError | None = None
         try:
             conn = await login()
+        except ApplianceError as exc:
+            failure = exc
+            raise
         finally:
             if self._logging_in.get(key) is done:
                 del self._logging_in[key]
-            done.set_result(None)
+            done.set_result(failure)  # a cancelled login is no failure for the others: they try their own
         return self.add(opts, conn)
+
+    def adopt(self, opts: ConnectOptions, lease: Lease) -> None:
+        """Share from now on the connection of a lease made apart (a reboot check's, once it proved the return)."""
+        key = conn_key(opts)
+        if lease._pool is not None or key in self._refused or lease.conn.is_closed():
+            return
+        old = self._live.pop(key, None)
+        if old is not None:
+            self._retire(old)
+        entry = self._live[key] = _Shared(key, lease.conn, users=1)
+        lease._pool, lease._entry = self, entry
 
     def take(self, opts: ConnectOptions) -> Lease | None:
         """A lease on the appliance's live connection, or None (none, retired, closed, or sharing refused)."""

@@ -54,6 +54,17 @@ PASSWORD_QUIET = 0.5
 # followed by more text within milliseconds. Short enough not to slow commands noticeably.
 PROMPT_QUIET = 0.08
 
+# How an SSH server says no to one more session on a connection (OpenSSH's MaxSessions, a refused PTY or shell); a
+# connection closing at that moment says OPEN_CONNECT_FAILED, which is not a refusal.
+_REFUSALS = frozenset(
+    {
+        asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
+        asyncssh.OPEN_RESOURCE_SHORTAGE,
+        asyncssh.OPEN_REQUEST_PTY_FAILED,
+        asyncssh.OPEN_REQUEST_SESSION_FAILED,
+    }
+)
+
 PAGER_MARKER = "-Press Any Key For More-"
 _PAGER_ANYWHERE_RE = re.compile(r"-Press Any Key For More-[ \t]*\n?")
 
@@ -455,7 +466,7 @@ class CLISession:
     ) -> None:
         self.name = name
         self.conn = conn
-        self._lease = lease or Lease(conn, False)  # without one, the session owns its connection
+        self.lease = lease or Lease(conn, False)  # without one, the session owns its connection
         self._process = process
         self._held = ""  # an unterminated control sequence from the end of the last chunk
         self._transcript = transcript
@@ -504,7 +515,7 @@ class CLISession:
             rx = _Received(session.policy.max_output_bytes)
             await session._read_to_prompt(rx, deadline=time.monotonic() + banner_timeout, command="(login)")
         except (OSError, asyncssh.Error) as exc:
-            if lease.shared and isinstance(exc, asyncssh.ChannelOpenError) and not lease.conn.is_closed():
+            if lease.shared and isinstance(exc, asyncssh.ChannelOpenError) and exc.code in _REFUSALS:
                 lease.refused()  # no second shell on a live connection: one connection per session from now on
             # Or the appliance went away between login and the shell (e.g. it is rebooting).
             await lease.release(reuse=False)
@@ -525,7 +536,7 @@ class CLISession:
     async def close(self, *, reuse: bool = True) -> None:
         """Close the shell; its connection closes too, unless shared (`reuse=False`: it is not to be shared again)."""
         self._process.close()
-        await self._lease.release(reuse=reuse)
+        await self.lease.release(reuse=reuse)
 
     def redact(self, text: str) -> str:
         return self._redactor(text)

@@ -706,9 +706,9 @@ class Rollout:
             self._locks.release_all()
             raise
         finally:
+            await self._wait_for_running()  # first: a procedure's guard may be waiting for a peer reading
             watch.cancel()
             await asyncio.gather(watch, return_exceptions=True)
-            await self._wait_for_running()
             await self.ctx.connections.close()
         return self._finish()
 

@@ -100,7 +100,10 @@ class CapacityGuard:
         under_way = [r for r in readings if not r.done()]
         if under_way:
             await asyncio.wait(under_way)
-        found = [self._problem(p, r.result()) for p, r in zip(peers, readings, strict=True)]
+        found = [
+            self._problem(p, f"{p.name} unreachable: reading stopped" if r.cancelled() else r.result())
+            for p, r in zip(peers, readings, strict=True)
+        ]
         # Reading takes a moment: a peer that went out of service meanwhile (its own procedure suspended it) is
         # no longer one to rely on, and what it says now is not a reason to wait.
         still = {p.name for p in self.peers()}

@@ -111,6 +111,11 @@ class PeerReader:
             await self._clients.pop(name).close()
 
     async def close(self) -> None:
+        """Stop the readings under way (their sessions close with them), then close every kept session."""
+        under_way = [r for _, r in self._readings.values() if not r.done()]
+        for reading in under_way:
+            reading.cancel()
+        await asyncio.gather(*under_way, return_exceptions=True)
         clients, self._clients = list(self._clients.values()), {}
         self._readings.clear()
         for client in clients:

@@ -249,12 +249,12 @@ class ApplianceProcedure:
                     result = await self._interruptible(fn)
                 break
             except TimeoutError:
-                await self.client.close()
+                await self.client.close(reuse=False)  # a missed deadline may be a dead link
                 exc: ApplianceError = StepTimeout(self.name, f"{step.value} exceeded its deadline of {deadline:g} s")
                 self._step_finished(step_id, step, False, exc.message)
                 raise exc from None
             except (ConnectFailed, ConnectionLost) as err:
-                await self.client.close()
+                await self.client.close(reuse=False)
                 if step in RETRYABLE and attempt < 4 and (end is None or time.monotonic() < end):
                     attempt += 1
                     self.note(f"{step.value}: {err.message}; retrying ({attempt})", "warning")

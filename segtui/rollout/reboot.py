@@ -89,7 +89,7 @@ class RebootPoller:
                     probe("ssh", self.ctx.clean(str(exc.message if isinstance(exc, ApplianceError) else exc)))
                 else:
                     if info.version == expected:
-                        back = True  # its connection serves the verification that follows
+                        back = True
                         return info.version
                     if info.version == previous and not saw_down:
                         # Still installing: the reboot has not happened yet.
@@ -97,6 +97,8 @@ class RebootPoller:
                     else:
                         raise WrongVersion(name, f"came back on {info.version}, expected {expected}")
                 finally:
+                    if back:
+                        appliance.share()  # proven after the reboot: its connection serves the verification
                     await appliance.close(reuse=back)
             await asyncio.sleep(min(backoff, max(0.0, deadline - time.time())))
             backoff = min(p.reboot_max, backoff * 1.5)
