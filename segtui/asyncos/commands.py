@@ -299,11 +299,11 @@ class Appliance:
     async def _shell(self, lease: Lease) -> CLISession:
         return await CLISession.open(
             self.opts,
+            lease,
             transcript=self._transcript,
             policy=self._policy,
             on_unknown=self._on_unknown,
             secrets=self._secrets,
-            lease=lease,
         )
 
     @property

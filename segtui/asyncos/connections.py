@@ -125,7 +125,7 @@ class SharedConnections:
     def adopt(self, opts: ConnectOptions, lease: Lease) -> None:
         """Share from now on the connection of a lease made apart (a reboot check's, once it proved the return)."""
         key = conn_key(opts)
-        if lease._pool is not None or key in self._refused or lease.conn.is_closed():
+        if lease._pool is not None or lease.conn.is_closed():
             return
         old = self._live.pop(key, None)
         if old is not None:
@@ -150,14 +150,9 @@ class SharedConnections:
 
     def add(self, opts: ConnectOptions, conn: asyncssh.SSHClientConnection) -> Lease:
         """A lease on a connection just made: shared from now on, in place of any older one to the appliance."""
-        key = conn_key(opts)
-        if key in self._refused:
-            return Lease(conn, False)
-        old = self._live.pop(key, None)
-        if old is not None:
-            self._retire(old)
-        entry = self._live[key] = _Shared(key, conn, users=1)
-        return Lease(conn, False, self, entry)
+        lease = Lease(conn, False)
+        self.adopt(opts, lease)
+        return lease
 
     def retire(self, opts: ConnectOptions) -> None:
         """Nobody gets the appliance's current connection again (it is about to reboot)."""

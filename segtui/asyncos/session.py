@@ -455,18 +455,17 @@ class CLISession:
     def __init__(
         self,
         name: str,
-        conn: asyncssh.SSHClientConnection,
+        lease: Lease,
         process: asyncssh.SSHClientProcess[str],
         *,
         transcript: TranscriptSink | None = None,
         redactor: Redactor | None = None,
         policy: DialoguePolicy | None = None,
         on_unknown: UnknownQuestionSink | None = None,
-        lease: Lease | None = None,
     ) -> None:
         self.name = name
-        self.conn = conn
-        self.lease = lease or Lease(conn, False)  # without one, the session owns its connection
+        self.lease = lease  # its connection: its own, or shared with the appliance's other sessions
+        self.conn = lease.conn
         self._process = process
         self._held = ""  # an unterminated control sequence from the end of the last chunk
         self._transcript = transcript
@@ -481,22 +480,20 @@ class CLISession:
     async def open(
         cls,
         opts: ConnectOptions,
+        lease: Lease,
         *,
         transcript: TranscriptSink | None = None,
         policy: DialoguePolicy | None = None,
         on_unknown: UnknownQuestionSink | None = None,
         secrets: Sequence[str] = (),
         banner_timeout: float = 30.0,
-        lease: Lease | None = None,
     ) -> CLISession:
-        """Connect (or use the leased connection), open the shell and read to the first prompt.
+        """Open a shell on the leased connection and read to the first prompt.
 
         `secrets` (besides the password) are masked in transcripts; `on_unknown(command, question)` is called for
         each question no answer matched (its default was taken, or the command stops with policy "stop").
         On any failure the lease is released and its connection retired.
         """
-        if lease is None:
-            lease = Lease(await open_connection(opts), False)
         try:
             process = await lease.conn.create_process(
                 term_type="vt100", term_size=PTY_SIZE, encoding="utf-8", errors="replace"
@@ -504,13 +501,12 @@ class CLISession:
             redactor = Redactor([opts.credentials.password, *secrets])
             session = cls(
                 opts.name,
-                lease.conn,
+                lease,
                 process,
                 transcript=transcript,
                 redactor=redactor,
                 policy=policy,
                 on_unknown=on_unknown,
-                lease=lease,
             )
             rx = _Received(session.policy.max_output_bytes)
             await session._read_to_prompt(rx, deadline=time.monotonic() + banner_timeout, command="(login)")

@@ -137,10 +137,11 @@ class Rollout:
         self.exit_on_pause = exit_on_pause
         self.state = RolloutState.READY
         self._subscribers: list[Callable[[RolloutEvent], None]] = []
-        self.ctx = RolloutContext(inventory, settings, target, journal, self._emit)
         # A connection outlives its session a little: the pre-flight's serves the procedure, the reboot check's the
         # verification, a peer reading's the peer's own procedure (no second login to the same appliance).
-        self.ctx.connections = SharedConnections(linger=CONNECTION_LINGER)
+        self.ctx = RolloutContext(
+            inventory, settings, target, journal, self._emit, connections=SharedConnections(linger=CONNECTION_LINGER)
+        )
         self.ctx.in_service_peers = self.in_service_peers
         self.records: dict[str, ApplianceRecord] = {}
         self.specs: dict[str, ApplianceSpec] = {a.name: a for a in inventory.appliances}

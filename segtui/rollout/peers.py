@@ -40,27 +40,29 @@ class PeerReader:
         self._clients: dict[str, Appliance] = {}
         self._readings: dict[str, tuple[float, asyncio.Future[StatusDetail | str]]] = {}
 
+    def _kept(self, peer: ApplianceSpec) -> asyncio.Future[StatusDetail | str] | None:
+        """The peer's reading still to be used: one under way, or one younger than `reading_interval`."""
+        cached = self._readings.get(peer.name)
+        if cached is None:
+            return None
+        taken, reading = cached
+        if reading.done() and time.monotonic() - taken >= reading_interval(self.ctx.settings):
+            return None
+        return reading
+
     def fresh(self, peer: ApplianceSpec) -> StatusDetail | str | None:
         """The peer's reading if one younger than `reading_interval` is at hand, else None (no waiting)."""
-        cached = self._readings.get(peer.name)
-        if (
-            cached is None
-            or not cached[1].done()
-            or time.monotonic() - cached[0] >= reading_interval(self.ctx.settings)
-        ):
-            return None
-        return cached[1].result()
+        reading = self._kept(peer)
+        return reading.result() if reading is not None and reading.done() else None
 
     def reading(self, peer: ApplianceSpec) -> asyncio.Future[StatusDetail | str]:
         """The peer's shared reading: one under way, or one younger than `reading_interval`, else a new one.
 
         Wait for it with `asyncio.wait` or `read`, which never cancel it: others may be waiting for it too."""
-        now = time.monotonic()
-        cached = self._readings.get(peer.name)
-        if cached is not None and (not cached[1].done() or now - cached[0] < reading_interval(self.ctx.settings)):
-            return cached[1]
-        reading: asyncio.Future[StatusDetail | str] = asyncio.ensure_future(self._read_now(peer))
-        self._readings[peer.name] = (now, reading)
+        reading = self._kept(peer)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read_now(peer))
+            self._readings[peer.name] = (time.monotonic(), reading)
         return reading
 
     async def read(self, peer: ApplianceSpec) -> StatusDetail | str:
