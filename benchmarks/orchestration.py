@@ -56,7 +56,6 @@ async def one_rollout(n: int, scale: float) -> tuple[float, float, float, str]:
             # As `segtui run` does: the pre-flight (every version, every manifest), then the rollout.
             checked = await preflight(rollout.ctx)
             assert checked.ok, [a.problem for a in checked.appliances if not a.ok][:3]
-            rollout.expected_upgrades = {a.name: len(a.path) for a in checked.appliances}
             outcome = await rollout.run(autostart=True)
             took = time.monotonic() - start
         done = sum(1 for r in rollout.records.values() if r.state == "done")

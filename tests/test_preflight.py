@@ -270,6 +270,8 @@ async def test_hops_are_planned_and_counted(
     result = await preflight(ctx)
     assert result.ok and result.expected_upgrades == {"a": 2, "b": 1}
     assert result.expected_paths == {"a": [Version.parse("15.5.1-055"), TARGET], "b": [TARGET]}
+    # Handed to the rollout: `upgrade` confirms nothing outside it (the hard rule), the engine orders by it.
+    assert ctx.expected_paths == result.expected_paths
     checks = {a.name: a for a in result.appliances}
     lines = render_plan(ctx, RolloutOptions(batch="1"), plan_batches(ctx, RolloutOptions(batch="1")), checks)
     text = "\n".join(lines)

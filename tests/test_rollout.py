@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from segtui.asyncos.versions import Version
 from segtui.rollout.engine import RolloutOptions
 from segtui.rollout.events import RolloutEvent, State, StepStarted, WorkQueueDepth
 from segtui.rollout.report import build_report, write_report
@@ -319,7 +320,8 @@ async def test_longest_procedures_start_first_within_a_batch(tmp_path: Path) -> 
     from tests.test_tui import static_rollout
 
     rollout = static_rollout(tmp_path, n=4)
-    rollout.expected_upgrades = {"esa03": 2, "esa01": 1, "esa02": 1, "esa04": 1}
+    hop = Version.parse("15.5.1-055")
+    rollout.ctx.expected_paths = {"esa03": [hop, TARGET], "esa01": [TARGET], "esa02": [TARGET], "esa04": [TARGET]}
     rollout.options.max_unavailable = 1
     rollout.options.concurrency = 1
     rollout.state = rollout.state.RUNNING

@@ -65,7 +65,6 @@ async def preflight_or_refuse(rollout: Rollout) -> bool:
 
     result = await preflight(rollout.ctx)
     if result.ok:
-        rollout.expected_upgrades = {a.name: len(a.path) for a in result.appliances}
         return True
     for a in result.appliances:
         if not a.ok:

@@ -164,9 +164,6 @@ class Rollout:
         self._budget = options.budget()
         self._journal_extra: dict[str, Any] = {}
         self._locks = ApplianceLocks(settings, f"{inventory.path} -> {target}")
-        # From the pre-flight: how many upgrades each appliance needs (hops + 1). Within a batch the
-        # longest procedures start first, so that they are not queued behind the batch's handshakes.
-        self.expected_upgrades: dict[str, int] = {}
 
     # --- events --------------------------------------------------------------------------------
     def subscribe(self, callback: Callable[[RolloutEvent], None]) -> None:
@@ -339,7 +336,8 @@ class Rollout:
         return self.state.value
 
     def _upgrades_expected(self, name: str) -> int:
-        return max(1, self.expected_upgrades.get(name, 1))
+        """From the pre-flight's plan (hops + 1; 1 when unknown). Within a batch the longest procedures start first."""
+        return max(1, len(self.ctx.expected_paths.get(name, ())))
 
     def _expected_seconds(self, name: str, durations: Durations | None = None) -> float:
         durations = durations if durations is not None else Durations.of(self.records.values())

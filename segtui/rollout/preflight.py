@@ -155,7 +155,10 @@ async def preflight(ctx: RolloutContext) -> PreflightResult:
     target, a manifest that is missing or unsafe. What the manifests do not make clear is a warning."""
     checks = await read_versions(ctx)
     paths = await check_paths(ctx, checks)
-    return PreflightResult(list(checks.values()), paths, ctx.redactor)
+    result = PreflightResult(list(checks.values()), paths, ctx.redactor)
+    # The rollout's plan: the engine orders by it, and `upgrade` confirms no release outside it (the hard rule).
+    ctx.expected_paths = result.expected_paths
+    return result
 
 
 @dataclass
