@@ -43,6 +43,13 @@ class SSHSettings(BaseModel):
     keepalive_interval: float = Field(15, gt=0)
     keepalive_count_max: int = Field(4, ge=1)
     max_handshakes: int = Field(16, ge=1, le=200, description="concurrent SSH handshakes")
+    max_dialogues: int = Field(
+        64,
+        ge=1,
+        le=1000,
+        description="appliances in a short step at once (pre-check, backup, settings, suspend, verify, resume); "
+        "the others wait, those with more upgrades ahead first",
+    )
     command_timeout: float = Field(60, gt=0)
 
 

@@ -17,6 +17,7 @@ from segtui.inventory import ApplianceSpec, Inventory
 from segtui.rollout.events import CommandExchanged, RolloutEvent
 from segtui.rollout.journal import Journal
 from segtui.rollout.peers import PeerReader
+from segtui.rollout.turns import Turns
 from segtui.settings import Settings
 from segtui.textsafe import Redactor, clean
 from segtui.updates.manifest import manifest_url
@@ -41,6 +42,7 @@ class RolloutContext:
     journal: Journal
     emit: Callable[[RolloutEvent], None]
     handshakes: asyncio.Semaphore = field(init=False)  # from settings.ssh.max_handshakes
+    turns: Turns = field(init=False)  # the short steps' turns, from settings.ssh.max_dialogues
     # One SSH connection per appliance, shared by its sessions (pre-flight, procedure, peer readings, verification).
     connections: SharedConnections = field(default_factory=SharedConnections)
     staged: dict[str, Version] = field(default_factory=dict)  # images `segtui stage` left on appliances
@@ -57,10 +59,22 @@ class RolloutContext:
         self.redactor = Redactor([a.password for a in self.inventory.appliances])
         self.redactor.add(urlsplit(self.inventory.update_server).password)
         self.handshakes = asyncio.Semaphore(self.settings.ssh.max_handshakes)
+        self.turns = Turns(self.settings.ssh.max_dialogues)
         self.peers = PeerReader(self)
         for name, (state, version, _note) in self.journal.staged(str(self.inventory.path)).items():
             if state == "staged" and version:
                 self.staged[name] = Version.parse(version)
+
+    def upgrades_left(self, name: str, current: str | None = None) -> int:
+        """Upgrades still ahead of an appliance by the pre-flight's plan (the whole path before it is read; 1 when
+        the plan does not say): the rollout's critical path is the appliance with the most."""
+        path = self.expected_paths.get(name)
+        if not path:
+            return 1
+        if current is None:
+            return len(path)
+        now = Version.parse(current)
+        return sum(1 for v in path if v > now)
 
     @property
     def backup_dir(self) -> Path:

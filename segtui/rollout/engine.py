@@ -337,7 +337,7 @@ class Rollout:
 
     def _upgrades_expected(self, name: str) -> int:
         """From the pre-flight's plan (hops + 1; 1 when unknown). Within a batch the longest procedures start first."""
-        return max(1, len(self.ctx.expected_paths.get(name, ())))
+        return self.ctx.upgrades_left(name)
 
     def _expected_seconds(self, name: str, durations: Durations | None = None) -> float:
         durations = durations if durations is not None else Durations.of(self.records.values())

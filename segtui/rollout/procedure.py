@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from segtui.asyncos.commands import Appliance
@@ -64,6 +65,21 @@ RETRYABLE = {
 # A pause holds an appliance before these steps only: steps that bring it back are never held,
 # so a paused rollout does not keep mail capacity down.
 HOLDABLE = {Step.BACKUP, Step.DISCONNECT, Step.POINT, Step.SUSPEND, Step.DRAIN, Step.UPGRADE}
+
+
+# Short dialogues: these take a turn (rollout/turns.py), so that a large batch serves its longest procedures first.
+# Steps that wait on the appliance (drain, upgrade, reboot, guard, bake) would hold a turn for minutes, and bringing
+# an appliance back into service (resume-listeners) never queues behind other appliances' work.
+TAKES_A_TURN = {
+    Step.PRECHECK,
+    Step.BACKUP,
+    Step.DISCONNECT,
+    Step.POINT,
+    Step.SUSPEND,
+    Step.VERIFY,
+    Step.RESTORE,
+    Step.RECONNECT,
+}
 
 
 class StepTimeout(ApplianceError):
@@ -240,13 +256,14 @@ class ApplianceProcedure:
         end: float | None = None
         while True:
             try:
-                # The session first, outside the step's deadline: waiting for a handshake slot is segtui's
+                # The turn and the session first, outside the step's deadline: waiting for either is segtui's
                 # own queue, not the appliance being slow; connecting has its own connect/login timeouts.
-                await self._interruptible(self.client.session)
-                if end is None:
-                    end = time.monotonic() + deadline
-                async with asyncio.timeout(max(0.01, end - time.monotonic())):
-                    result = await self._interruptible(fn)
+                async with self._turn(step):
+                    await self._interruptible(self.client.session)
+                    if end is None:
+                        end = time.monotonic() + deadline
+                    async with asyncio.timeout(max(0.01, end - time.monotonic())):
+                        result = await self._interruptible(fn)
                 break
             except TimeoutError:
                 await self.client.close(reuse=False)  # a missed deadline may be a dead link
@@ -271,6 +288,19 @@ class ApplianceProcedure:
         self._step_finished(step_id, step, True)
         self.progress(step, 1.0)
         return result
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, step: Step) -> AsyncIterator[None]:
+        """A short step waits for its turn; the appliance with more upgrades ahead is served first."""
+        if step not in TAKES_A_TURN:
+            yield
+            return
+        turns = self.ctx.turns
+        await self._interruptible(lambda: turns.acquire(self.ctx.upgrades_left(self.name, self.rec.current)))
+        try:
+            yield
+        finally:
+            turns.release()
 
     async def _interruptible(self, fn: Callable[[], Awaitable[T]]) -> T:
         """Run `fn`; a give-up stops it at once, an abort or skip too unless the upgrade was confirmed."""

@@ -1,0 +1,144 @@
+"""Turns for the short steps (rollout/turns.py): a large batch serves its longest procedures first, the wait for a
+turn is never counted against a step's deadline, and an abort stops it like any step."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from segtui.asyncos.versions import Version
+from segtui.rollout.events import State, Step, StepFinished, StepStarted
+from segtui.rollout.procedure import Aborted
+from segtui.rollout.turns import Turns
+from tests.conftest import TARGET, start_fleet
+from tests.procedure_helpers import Harness, wait_for
+
+HOP = Version.parse("15.5.1-055")
+
+
+async def test_waiters_are_served_by_priority_then_in_order_of_arrival() -> None:
+    turns = Turns(1)
+    await turns.acquire(0)
+    served: list[str] = []
+
+    async def want(tag: str, priority: int) -> None:
+        await turns.acquire(priority)
+        served.append(tag)
+
+    tasks = [asyncio.create_task(want(t, p)) for t, p in (("a", 1), ("b", 2), ("c", 1), ("d", 3))]
+    await wait_for(lambda: turns.waiting == 4)
+    for n in range(4):
+        turns.release()
+        await wait_for(lambda n=n: len(served) == n + 1)  # type: ignore[misc]
+    assert served == ["d", "b", "a", "c"]
+    await asyncio.gather(*tasks)
+    assert turns.held == 1
+
+
+async def test_a_cancelled_waiter_neither_keeps_nor_loses_a_turn() -> None:
+    turns = Turns(2)
+    await turns.acquire(0)
+    await turns.acquire(0)
+    gone = asyncio.create_task(turns.acquire(5))
+    after = asyncio.create_task(turns.acquire(1))
+    await wait_for(lambda: turns.waiting == 2)
+    gone.cancel()
+    await asyncio.gather(gone, return_exceptions=True)
+    turns.release()
+    await asyncio.wait_for(after, 5)  # the cancelled waiter's place went to the next one
+    assert turns.held == 2 and turns.waiting == 0
+    # Given its turn and cancelled before it ran: the turn is passed on, not lost.
+    late = asyncio.create_task(turns.acquire(0))
+    await wait_for(lambda: turns.waiting == 1)
+    turns.release()
+    late.cancel()
+    await asyncio.gather(late, return_exceptions=True)
+    assert turns.held == 1
+    await asyncio.wait_for(turns.acquire(0), 5)
+    assert turns.held == 2
+
+
+async def test_the_appliance_with_more_upgrades_ahead_takes_the_next_turn(tmp_path: Path) -> None:
+    fleet = await start_fleet(tmp_path, 2, clusters=False)
+    try:
+        h = Harness(fleet, tmp_path)
+        h.ctx.turns = Turns(1)
+        h.ctx.expected_paths = {"esa01": [TARGET], "esa02": [HOP, TARGET]}
+        await h.ctx.turns.acquire(0)  # the test holds the only turn
+        single = asyncio.create_task(h.procedure("esa01").run())
+        await wait_for(lambda: h.ctx.turns.waiting == 1)
+        hop = asyncio.create_task(h.procedure("esa02").run())  # arrives second
+        await wait_for(lambda: h.ctx.turns.waiting == 2)
+        h.ctx.turns.release()
+        await wait_for(lambda: len([e for e in h.of(StepFinished) if e.step == Step.PRECHECK]) == 2)
+        order = [e.appliance for e in h.of(StepFinished) if e.step == Step.PRECHECK]
+        assert order == ["esa02", "esa01"]
+        for task in (single, hop):
+            task.cancel()
+        await asyncio.gather(single, hop, return_exceptions=True)
+    finally:
+        await fleet.stop()
+
+
+async def test_waiting_for_a_turn_is_not_counted_against_the_step_deadline(tmp_path: Path) -> None:
+    fleet = await start_fleet(tmp_path, 1, clusters=False)
+    try:
+        h = Harness(fleet, tmp_path)
+        deadline = 2.0
+        h.ctx.settings.deadlines.precheck = deadline
+        h.ctx.turns = Turns(1)
+        await h.ctx.turns.acquire(0)
+        task = asyncio.create_task(h.procedure("esa01").run())
+        await wait_for(lambda: h.ctx.turns.waiting == 1)
+        held_until = time.monotonic() + deadline * 1.5
+        while time.monotonic() < held_until:  # segtui's own queue, longer than the deadline
+            await asyncio.sleep(0.05)
+            assert not task.done()
+        h.ctx.turns.release()
+        await wait_for(lambda: any(e.step == Step.PRECHECK for e in h.of(StepFinished, "esa01")))
+        precheck = next(e for e in h.of(StepFinished, "esa01") if e.step == Step.PRECHECK)
+        assert precheck.ok, precheck.message
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    finally:
+        await fleet.stop()
+
+
+async def test_an_abort_stops_the_wait_for_a_turn_and_leaves_the_turns_whole(tmp_path: Path) -> None:
+    fleet = await start_fleet(tmp_path, 1, clusters=False)
+    try:
+        h = Harness(fleet, tmp_path)
+        h.ctx.turns = Turns(1)
+        await h.ctx.turns.acquire(0)
+        proc = h.procedure("esa01")
+        task = asyncio.create_task(proc.run())
+        await wait_for(lambda: h.ctx.turns.waiting == 1)
+        assert proc.request_stop(Aborted(State.PENDING, "aborted by operator before its upgrade"))
+        assert await asyncio.wait_for(task, 10) == State.PENDING
+        assert h.ctx.turns.held == 1 and h.ctx.turns.waiting == 0
+        assert h.commands("esa01") == []  # nothing was said to the appliance
+    finally:
+        await fleet.stop()
+
+
+async def test_bringing_an_appliance_back_into_service_never_waits_for_a_turn(tmp_path: Path) -> None:
+    fleet = await start_fleet(tmp_path, 1, faults={"esa01": {"drain-stuck"}}, clusters=False)
+    try:
+        a = fleet.nodes["esa01"].appliance
+        h = Harness(fleet, tmp_path)
+        h.ctx.turns = Turns(1)
+        proc = h.procedure("esa01")
+        task = asyncio.create_task(proc.run())
+        await wait_for(lambda: any(e.step == Step.DRAIN for e in h.of(StepStarted, "esa01")))
+        assert a.suspended
+        await h.ctx.turns.acquire(0)  # every turn taken, as in a large batch's burst
+        assert proc.request_stop(Aborted(State.PENDING, "aborted by operator before its upgrade"))
+        await wait_for(lambda: not a.suspended)  # resumed at once
+        await wait_for(lambda: h.ctx.turns.waiting == 1)  # putting the settings back waits its turn
+        assert a.committed.images != "cisco"
+        h.ctx.turns.release()
+        assert await asyncio.wait_for(task, 10) == State.PENDING
+        assert a.committed.images == "cisco"
+    finally:
+        await fleet.stop()
