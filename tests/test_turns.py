@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from segtui.asyncos.versions import Version
-from segtui.rollout.events import State, Step, StepFinished, StepStarted
+from segtui.rollout.events import State, Step, StepFinished, StepStarted, UpgradeProgressed
 from segtui.rollout.procedure import Aborted
 from segtui.rollout.turns import Turns
 from tests.conftest import TARGET, start_fleet
@@ -91,6 +91,8 @@ async def test_waiting_for_a_turn_is_not_counted_against_the_step_deadline(tmp_p
         await h.ctx.turns.acquire(0)
         task = asyncio.create_task(h.procedure("esa01").run())
         await wait_for(lambda: h.ctx.turns.waiting == 1)
+        # The screen says why the step does not move.
+        assert h.of(UpgradeProgressed, "esa01")[-1].phase == "precheck: waiting for a turn (0 waiting)"
         held_until = time.monotonic() + deadline * 1.5
         while time.monotonic() < held_until:  # segtui's own queue, longer than the deadline
             await asyncio.sleep(0.05)
@@ -99,6 +101,7 @@ async def test_waiting_for_a_turn_is_not_counted_against_the_step_deadline(tmp_p
         await wait_for(lambda: any(e.step == Step.PRECHECK for e in h.of(StepFinished, "esa01")))
         precheck = next(e for e in h.of(StepFinished, "esa01") if e.step == Step.PRECHECK)
         assert precheck.ok, precheck.message
+        assert not any("waiting" in e.phase for e in h.of(UpgradeProgressed, "esa01")[-2:])
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     finally:

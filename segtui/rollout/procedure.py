@@ -296,7 +296,12 @@ class ApplianceProcedure:
             yield
             return
         turns = self.ctx.turns
+        queued = not turns.free
+        if queued:  # the screen says why the step does not move yet
+            self.progress(step, 0.0, phase=f"{step.value}: waiting for a turn ({turns.waiting} waiting)")
         await self._interruptible(lambda: turns.acquire(self.ctx.upgrades_left(self.name, self.rec.current)))
+        if queued:
+            self.progress(step, 0.0)
         try:
             yield
         finally:

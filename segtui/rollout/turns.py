@@ -28,11 +28,16 @@ class Turns:
         self._arrival = itertools.count()
 
     @property
+    def free(self) -> bool:
+        """Whether `acquire` would return at once."""
+        return self.held < self.limit and not self._waiters
+
+    @property
     def waiting(self) -> int:
         return sum(1 for *_, f in self._waiters if not f.done())
 
     async def acquire(self, priority: int) -> None:
-        if self.held < self.limit and not self._waiters:
+        if self.free:
             self.held += 1
             return
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
