@@ -209,6 +209,21 @@ async def test_bake_fails_when_the_queue_keeps_growing(tmp_path: Path) -> None:
         await fleet.stop()
 
 
+async def test_a_bake_whose_appliance_stops_answering_fails_with_the_reason(tmp_path: Path) -> None:
+    fleet = await _fleet(tmp_path)
+    try:
+        h = Harness(fleet, tmp_path, guards=GuardSettings(bake=600.0))
+        task = asyncio.create_task(h.procedure("esa01").run())
+        await wait_for(lambda: len(h.of(BakeSampled, "esa01")) >= 2, 60)
+        await fleet.nodes["esa01"].stop()  # gone mid-bake: its kept session and any new login fail
+        assert await asyncio.wait_for(task, 60) == State.FAILED
+        rec = h.rollout.records["esa01"]
+        assert rec.error is not None and "bake: the appliance stopped answering (esa01 unreachable:" in rec.error
+        assert rec.bake is None or rec.bake.get("verdict") != "passed"
+    finally:
+        await fleet.stop()
+
+
 async def test_abort_during_a_bake_ends_it_skipped_and_done(tmp_path: Path) -> None:
     fleet = await _fleet(tmp_path)
     try:

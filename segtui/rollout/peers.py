@@ -40,35 +40,49 @@ class PeerReader:
         self._clients: dict[str, Appliance] = {}
         self._readings: dict[str, tuple[float, asyncio.Future[StatusDetail | str]]] = {}
 
-    def _kept(self, peer: ApplianceSpec) -> asyncio.Future[StatusDetail | str] | None:
-        """The peer's reading still to be used: one under way, or one younger than `reading_interval`."""
+    def _kept(self, peer: ApplianceSpec, after: float | None = None) -> asyncio.Future[StatusDetail | str] | None:
+        """The peer's reading still to be used: one under way, or one younger than `reading_interval` (and, with
+        `after`, begun at or after it)."""
         cached = self._readings.get(peer.name)
         if cached is None:
             return None
         taken, reading = cached
         if reading.done() and time.monotonic() - taken >= reading_interval(self.ctx.settings):
             return None
+        if reading.done() and after is not None and taken < after:
+            return None
         return reading
+
+    def _begun(self, peer: ApplianceSpec, reading: asyncio.Future[StatusDetail | str]) -> float:
+        cached = self._readings.get(peer.name)
+        return cached[0] if cached is not None and cached[1] is reading else float("inf")
 
     def fresh(self, peer: ApplianceSpec) -> StatusDetail | str | None:
         """The peer's reading if one younger than `reading_interval` is at hand, else None (no waiting)."""
         reading = self._kept(peer)
         return reading.result() if reading is not None and reading.done() else None
 
-    def reading(self, peer: ApplianceSpec) -> asyncio.Future[StatusDetail | str]:
+    def reading(self, peer: ApplianceSpec, after: float | None = None) -> asyncio.Future[StatusDetail | str]:
         """The peer's shared reading: one under way, or one younger than `reading_interval`, else a new one.
 
         Wait for it with `asyncio.wait` or `read`, which never cancel it: others may be waiting for it too."""
-        reading = self._kept(peer)
+        reading = self._kept(peer, after)
         if reading is None:
             reading = asyncio.ensure_future(self._read_now(peer))
             self._readings[peer.name] = (time.monotonic(), reading)
         return reading
 
-    async def read(self, peer: ApplianceSpec) -> StatusDetail | str:
-        """The peer's status, or why it could not be read (`esa03 unreachable: ...`), from its shared reading."""
-        reading = self.reading(peer)
-        return reading.result() if reading.done() else await asyncio.shield(reading)
+    async def read(self, peer: ApplianceSpec, *, after: float | None = None) -> StatusDetail | str:
+        """The peer's status, or why it could not be read (`esa03 unreachable: ...`), from its shared reading.
+
+        `after` (monotonic): a reading begun at or after it (a bake's next sample is a new observation, never the one
+        before it again); one under way that began earlier is waited for, then a new one taken."""
+        for _ in range(2):
+            reading = self.reading(peer, after)
+            got = reading.result() if reading.done() else await asyncio.shield(reading)
+            if after is None or self._begun(peer, reading) >= after:
+                break
+        return got
 
     async def _read_now(self, peer: ApplianceSpec) -> StatusDetail | str:
         try:
@@ -98,10 +112,10 @@ class PeerReader:
             await client.session()  # outside the deadline: a login waits for a handshake slot (connect has its own)
             async with asyncio.timeout(self.ctx.settings.ssh.command_timeout):
                 return await client.status_detail()
-        except BaseException:
+        except BaseException as exc:
             if self._clients.get(peer.name) is client:
                 del self._clients[peer.name]
-            await client.close()
+            await client.close(reuse=not isinstance(exc, TimeoutError))  # no answer in time may be a dead link
             raise
 
     async def keep_only(self, names: set[str]) -> None:

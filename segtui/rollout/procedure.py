@@ -815,23 +815,23 @@ class ApplianceProcedure:
             return
         step_id = self._begin_step(Step.BAKE)
         started = time.time()
+        await self.client.close()  # the samples come over the peer reader's session; the connection stays shared
+
+        since = time.monotonic()
 
         async def read() -> StatusDetail:
-            for attempt in (1, 2):
-                try:
-                    async with asyncio.timeout(
-                        self.ctx.settings.ssh.command_timeout + self.ctx.settings.ssh.login_timeout
-                    ):
-                        return await self.client.status_detail()
-                except (ConnectFailed, ConnectionLost, TimeoutError) as exc:
-                    await self.client.close()
-                    if attempt == 2:
-                        why = exc.message if isinstance(exc, ApplianceError) else "no answer in time"
-                        raise BakeFailed(self.name, f"bake: the appliance stopped answering: {why}") from None
-            raise AssertionError("unreachable")
+            # The appliance's shared reading (rollout/peers.py): a capacity guard reading it as a peer meanwhile
+            # takes the same one. A kept session, one more try over a new one; a sample, not a journaled command.
+            # Each sample begins after the one before (and the first after the bake began).
+            nonlocal since
+            got = await self.ctx.peers.read(self.spec, after=since)
+            since = time.monotonic()
+            if isinstance(got, str):
+                raise BakeFailed(self.name, f"bake: the appliance stopped answering ({got})")
+            return got
 
         def on_sample(sample: BakeSample, ends: float) -> None:
-            self.ctx.emit(WorkQueueDepth(appliance=self.name, depth=sample.queue, draining=False))
+            # (The reading itself was a WorkQueueDepth event already.)
             self.ctx.emit(
                 BakeSampled(
                     appliance=self.name,
