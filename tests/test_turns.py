@@ -19,29 +19,29 @@ HOP = Version.parse("15.5.1-055")
 
 async def test_waiters_are_served_by_priority_then_in_order_of_arrival() -> None:
     turns = Turns(1)
-    await turns.acquire(0)
+    await turns.acquire((0,))
     served: list[str] = []
 
-    async def want(tag: str, priority: int) -> None:
+    async def want(tag: str, priority: tuple[int, ...]) -> None:
         await turns.acquire(priority)
         served.append(tag)
 
-    tasks = [asyncio.create_task(want(t, p)) for t, p in (("a", 1), ("b", 2), ("c", 1), ("d", 3))]
+    tasks = [asyncio.create_task(want(t, p)) for t, p in (("a", (1, 1)), ("b", (2, 0)), ("c", (1, 1)), ("d", (1, 2)))]
     await wait_for(lambda: turns.waiting == 4)
     for n in range(4):
         turns.release()
         await wait_for(lambda n=n: len(served) == n + 1)  # type: ignore[misc]
-    assert served == ["d", "b", "a", "c"]
+    assert served == ["b", "d", "a", "c"]
     await asyncio.gather(*tasks)
     assert turns.held == 1
 
 
 async def test_a_cancelled_waiter_neither_keeps_nor_loses_a_turn() -> None:
     turns = Turns(2)
-    await turns.acquire(0)
-    await turns.acquire(0)
-    gone = asyncio.create_task(turns.acquire(5))
-    after = asyncio.create_task(turns.acquire(1))
+    await turns.acquire((0,))
+    await turns.acquire((0,))
+    gone = asyncio.create_task(turns.acquire((5,)))
+    after = asyncio.create_task(turns.acquire((1,)))
     await wait_for(lambda: turns.waiting == 2)
     gone.cancel()
     await asyncio.gather(gone, return_exceptions=True)
@@ -49,13 +49,13 @@ async def test_a_cancelled_waiter_neither_keeps_nor_loses_a_turn() -> None:
     await asyncio.wait_for(after, 5)  # the cancelled waiter's place went to the next one
     assert turns.held == 2 and turns.waiting == 0
     # Given its turn and cancelled before it ran: the turn is passed on, not lost.
-    late = asyncio.create_task(turns.acquire(0))
+    late = asyncio.create_task(turns.acquire((0,)))
     await wait_for(lambda: turns.waiting == 1)
     turns.release()
     late.cancel()
     await asyncio.gather(late, return_exceptions=True)
     assert turns.held == 1
-    await asyncio.wait_for(turns.acquire(0), 5)
+    await asyncio.wait_for(turns.acquire((0,)), 5)
     assert turns.held == 2
 
 
@@ -65,7 +65,7 @@ async def test_the_appliance_with_more_upgrades_ahead_takes_the_next_turn(tmp_pa
         h = Harness(fleet, tmp_path)
         h.ctx.turns = Turns(1)
         h.ctx.expected_paths = {"esa01": [TARGET], "esa02": [HOP, TARGET]}
-        await h.ctx.turns.acquire(0)  # the test holds the only turn
+        await h.ctx.turns.acquire((0,))  # the test holds the only turn
         single = asyncio.create_task(h.procedure("esa01").run())
         await wait_for(lambda: h.ctx.turns.waiting == 1)
         hop = asyncio.create_task(h.procedure("esa02").run())  # arrives second
@@ -81,6 +81,25 @@ async def test_the_appliance_with_more_upgrades_ahead_takes_the_next_turn(tmp_pa
         await fleet.stop()
 
 
+async def test_the_critical_path_keeps_its_priority_to_the_end(tmp_path: Path) -> None:
+    fleet = await start_fleet(tmp_path, 2, clusters=False)
+    try:
+        h = Harness(fleet, tmp_path)
+        h.ctx.expected_paths = {"esa01": [TARGET], "esa02": [HOP, TARGET]}
+        single, hop = h.procedure("esa01"), h.procedure("esa02")
+        assert hop.turn_priority() > single.turn_priority()  # before either is read: the whole path
+        hop.rec.current = str(HOP)
+        assert hop.turn_priority() == (1, 2) and single.turn_priority() == (1, 1)  # one upgrade each ahead
+        single.rec.current = hop.rec.current = str(TARGET)
+        # Both done upgrading (resume, restore, verify ahead): the one that needed a hop is still the one waited for.
+        assert hop.turn_priority() == (0, 2) > single.turn_priority() == (0, 1)
+        # No plan for an appliance: one upgrade assumed.
+        h.ctx.expected_paths = {}
+        assert single.turn_priority() == (1, 1)
+    finally:
+        await fleet.stop()
+
+
 async def test_waiting_for_a_turn_is_not_counted_against_the_step_deadline(tmp_path: Path) -> None:
     fleet = await start_fleet(tmp_path, 1, clusters=False)
     try:
@@ -88,7 +107,7 @@ async def test_waiting_for_a_turn_is_not_counted_against_the_step_deadline(tmp_p
         deadline = 2.0
         h.ctx.settings.deadlines.precheck = deadline
         h.ctx.turns = Turns(1)
-        await h.ctx.turns.acquire(0)
+        await h.ctx.turns.acquire((0,))
         task = asyncio.create_task(h.procedure("esa01").run())
         await wait_for(lambda: h.ctx.turns.waiting == 1)
         # The screen says why the step does not move.
@@ -113,7 +132,7 @@ async def test_an_abort_stops_the_wait_for_a_turn_and_leaves_the_turns_whole(tmp
     try:
         h = Harness(fleet, tmp_path)
         h.ctx.turns = Turns(1)
-        await h.ctx.turns.acquire(0)
+        await h.ctx.turns.acquire((0,))
         proc = h.procedure("esa01")
         task = asyncio.create_task(proc.run())
         await wait_for(lambda: h.ctx.turns.waiting == 1)
@@ -135,7 +154,7 @@ async def test_bringing_an_appliance_back_into_service_never_waits_for_a_turn(tm
         task = asyncio.create_task(proc.run())
         await wait_for(lambda: any(e.step == Step.DRAIN for e in h.of(StepStarted, "esa01")))
         assert a.suspended
-        await h.ctx.turns.acquire(0)  # every turn taken, as in a large batch's burst
+        await h.ctx.turns.acquire((0,))  # every turn taken, as in a large batch's burst
         assert proc.request_stop(Aborted(State.PENDING, "aborted by operator before its upgrade"))
         await wait_for(lambda: not a.suspended)  # resumed at once
         await wait_for(lambda: h.ctx.turns.waiting == 1)  # putting the settings back waits its turn

@@ -289,6 +289,11 @@ class ApplianceProcedure:
         self.progress(step, 1.0)
         return result
 
+    def turn_priority(self) -> tuple[int, int]:
+        """The critical path first: the most upgrades still ahead, then the longest procedure in all (an appliance
+        that needed a hop is, once done upgrading, still the one the rollout waits for)."""
+        return self.ctx.upgrades_left(self.name, self.rec.current), self.ctx.upgrades_left(self.name)
+
     @contextlib.asynccontextmanager
     async def _turn(self, step: Step) -> AsyncIterator[None]:
         """A short step waits for its turn; the appliance with more upgrades ahead is served first."""
@@ -299,7 +304,7 @@ class ApplianceProcedure:
         queued = not turns.free
         if queued:  # the screen says why the step does not move yet
             self.progress(step, 0.0, phase=f"{step.value}: waiting for a turn ({turns.waiting} waiting)")
-        await self._interruptible(lambda: turns.acquire(self.ctx.upgrades_left(self.name, self.rec.current)))
+        await self._interruptible(lambda: turns.acquire(self.turn_priority()))
         if queued:
             self.progress(step, 0.0)
         try:

@@ -17,14 +17,15 @@ import itertools
 
 
 class Turns:
-    """A semaphore whose waiters are served by priority (higher first), then in order of arrival."""
+    """A semaphore whose waiters are served by priority (higher first, compared as tuples), then in order of
+    arrival."""
 
     def __init__(self, limit: int) -> None:
         if limit < 1:
             raise ValueError("turns need a limit of at least 1")
         self.limit = limit
         self.held = 0
-        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # (-priority, arrival, future)
+        self._waiters: list[tuple[tuple[int, ...], int, asyncio.Future[None]]] = []  # (-priority, arrival, future)
         self._arrival = itertools.count()
 
     @property
@@ -36,12 +37,12 @@ class Turns:
     def waiting(self) -> int:
         return sum(1 for *_, f in self._waiters if not f.done())
 
-    async def acquire(self, priority: int) -> None:
+    async def acquire(self, priority: tuple[int, ...]) -> None:
         if self.free:
             self.held += 1
             return
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, (-priority, next(self._arrival), turn))
+        heapq.heappush(self._waiters, (tuple(-p for p in priority), next(self._arrival), turn))
         try:
             await turn
         except asyncio.CancelledError:
