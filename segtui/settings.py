@@ -47,7 +47,7 @@ class SSHSettings(BaseModel):
         64,
         ge=1,
         le=1000,
-        description="appliances in a short step at once (pre-check, backup, settings, suspend, verify, resume); "
+        description="appliances in a short step at once (pre-check, backup, settings, suspend, verify, restore); "
         "the others wait, those with more upgrades ahead first",
     )
     command_timeout: float = Field(60, gt=0)

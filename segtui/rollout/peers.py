@@ -53,24 +53,24 @@ class PeerReader:
             return None
         return reading
 
-    def _begun(self, peer: ApplianceSpec, reading: asyncio.Future[StatusDetail | str]) -> float:
-        cached = self._readings.get(peer.name)
-        return cached[0] if cached is not None and cached[1] is reading else float("inf")
-
     def fresh(self, peer: ApplianceSpec) -> StatusDetail | str | None:
         """The peer's reading if one younger than `reading_interval` is at hand, else None (no waiting)."""
         reading = self._kept(peer)
         return reading.result() if reading is not None and reading.done() else None
 
-    def reading(self, peer: ApplianceSpec, after: float | None = None) -> asyncio.Future[StatusDetail | str]:
+    def reading(self, peer: ApplianceSpec) -> asyncio.Future[StatusDetail | str]:
         """The peer's shared reading: one under way, or one younger than `reading_interval`, else a new one.
 
         Wait for it with `asyncio.wait` or `read`, which never cancel it: others may be waiting for it too."""
-        reading = self._kept(peer, after)
-        if reading is None:
-            reading = asyncio.ensure_future(self._read_now(peer))
-            self._readings[peer.name] = (time.monotonic(), reading)
-        return reading
+        return self._reading(peer)[1]
+
+    def _reading(
+        self, peer: ApplianceSpec, after: float | None = None
+    ) -> tuple[float, asyncio.Future[StatusDetail | str]]:
+        """The shared reading (and when it began), begun at or after `after` unless one is under way."""
+        if self._kept(peer, after) is None:
+            self._readings[peer.name] = (time.monotonic(), asyncio.ensure_future(self._read_now(peer)))
+        return self._readings[peer.name]
 
     async def read(self, peer: ApplianceSpec, *, after: float | None = None) -> StatusDetail | str:
         """The peer's status, or why it could not be read (`esa03 unreachable: ...`), from its shared reading.
@@ -78,9 +78,9 @@ class PeerReader:
         `after` (monotonic): a reading begun at or after it (a bake's next sample is a new observation, never the one
         before it again); one under way that began earlier is waited for, then a new one taken."""
         for _ in range(2):
-            reading = self.reading(peer, after)
+            begun, reading = self._reading(peer, after)
             got = reading.result() if reading.done() else await asyncio.shield(reading)
-            if after is None or self._begun(peer, reading) >= after:
+            if after is None or begun >= after:
                 break
         return got
 
