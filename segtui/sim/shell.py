@@ -226,7 +226,7 @@ class ApplianceShell:
         """Counters, rates and gauges laid out as AsyncOS does: right-aligned numbers with separators."""
         a = self.a
         c = a.counters()
-        share = a.group.shares()[a.name] if a.group is not None else 0.0
+        share = a.group.share_of(a) if a.group is not None else 0.0
         per_hour = int(share * 3600)
         done_per_hour = 0 if a.delivers_nothing else int(per_hour * 1.1 if depth else per_hour)
 
