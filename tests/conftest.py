@@ -102,7 +102,12 @@ def make_settings(state_dir: Path, **update: object) -> Settings:
 
 
 async def start_fleet(
-    tmp_path: Path, n: int, faults: dict[str, set[str]] | None = None, clusters: bool = True, **kwargs: object
+    tmp_path: Path,
+    n: int,
+    faults: dict[str, set[str]] | None = None,
+    clusters: bool = True,
+    durations: Durations | None = None,
+    **kwargs: object,
 ) -> SimFleet:
     fleet = SimFleet(
         n,
@@ -110,7 +115,7 @@ async def start_fleet(
         faults=faults,
         workdir=tmp_path / "sim",
         password=TEST_PASSWORD,
-        durations=fast_durations(),
+        durations=durations or fast_durations(),
         clusters=clusters,
         **kwargs,  # type: ignore[arg-type]
     )

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from segtui.rollout.engine import Outcome, Rollout, RolloutOptions
 from segtui.rollout.events import ListenersChanged, RolloutEvent, State, WorkQueueDepth
-from tests.conftest import make_rollout, start_fleet
+from segtui.rollout.peers import READING_FLOOR
+from tests.conftest import SCALE, fast_durations, make_rollout, start_fleet
 
 
 def test_demo_with_a_bake_failure_exits_1_and_reports_every_verdict(tmp_path: Path) -> None:
@@ -61,7 +63,9 @@ async def test_an_overloaded_peer_holds_its_group_then_the_rollout_pauses(tmp_pa
 async def test_the_peers_of_an_appliance_out_of_service_are_read_while_it_is_out(tmp_path: Path) -> None:
     # One appliance at a time: while it is suspended, draining or rebooting, its in-service peers are read every
     # polling interval (the dashboard's work-queue panel shows where its mail goes), not only by the guards before.
-    fleet = await start_fleet(tmp_path, 4, clusters=False)
+    # Each reboots for longer than a reading lives, so the guard's reading just before cannot stand for the watch.
+    reboot = (READING_FLOOR + 1.0) / SCALE
+    fleet = await start_fleet(tmp_path, 4, clusters=False, durations=replace(fast_durations(), reboot=(reboot, reboot)))
     try:
         rollout = make_rollout(fleet, tmp_path, options=RolloutOptions(batch="1", max_unavailable=1, max_fail="0"))
         events: list[RolloutEvent] = []
