@@ -663,7 +663,7 @@ class CLISession:
             self.hostname = hostname
 
     def _learn_from_text(self, text: str) -> None:
-        if 'machine "' not in text.lower():  # both name a machine so; a case-blind regex scan per output is dear
+        if "machine" not in text.lower():  # both name a machine; a case-blind regex scan of every output is dear
             return
         for pattern in (_SWITCH_MACHINE_RE, _FILE_WRITTEN_RE):
             m = pattern.search(text)
