@@ -355,3 +355,42 @@ async def test_abort_survives_a_lost_cancellation() -> None:
     start = _time.monotonic()
     await _cancel_and_wait(work)
     assert work.cancelled() and _time.monotonic() - start < 2
+
+
+async def test_a_resumed_rollout_keeps_the_pre_flight_plan(tmp_path: Path) -> None:
+    """`resume` runs no pre-flight: the plan (the hard rule's allowed releases, the launch order) comes from the
+    journal; an entry that does not read as versions is left unplanned, never guessed."""
+    from segtui.inventory import load_inventory
+    from segtui.rollout.engine import Rollout
+    from segtui.rollout.journal import Journal
+    from tests.conftest import make_settings
+
+    fleet = await start_fleet(tmp_path, 3, clusters=False)
+    try:
+        inventory = load_inventory(fleet.inventory_path)
+        settings = make_settings(tmp_path / "state")
+        journal = Journal(settings.state_dir / "journal.sqlite")
+        first = Rollout(inventory, settings, TARGET, journal, RolloutOptions(), exit_on_pause=True)
+        hop = Version.parse("15.5.1-055")
+        first.ctx.expected_paths = {"esa01": [hop, TARGET], "esa02": [TARGET]}
+        first.begin()
+        rollout_id = journal.rollout_id
+        assert rollout_id is not None
+
+        def resumed() -> Rollout:
+            again = Rollout(
+                inventory, settings, TARGET, Journal(settings.state_dir / "journal.sqlite"), RolloutOptions()
+            )
+            again.attach(rollout_id)
+            return again
+
+        again = resumed()
+        assert again.ctx.expected_paths == {"esa01": [hop, TARGET], "esa02": [TARGET]}
+        assert again.ctx.upgrades_left("esa01") == 2
+        # A damaged entry: that appliance is unplanned (the driver's own rule), the others keep theirs.
+        options = dict(journal.rollout_info(rollout_id).options)  # type: ignore[union-attr]
+        options["_paths"] = {"esa01": ["not-a-version"], "esa02": [str(TARGET)], "esa03": 7}
+        journal.update_options(options)
+        assert resumed().ctx.expected_paths == {"esa02": [TARGET]}
+    finally:
+        await fleet.stop()

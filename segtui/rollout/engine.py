@@ -224,6 +224,9 @@ class Rollout:
         """
         if persist_settings:
             self._journal_extra["_settings"] = self.settings.model_dump(mode="json")
+        if self.ctx.expected_paths:
+            # The pre-flight's plan, so that a resumed rollout keeps the hard rule and the order (no pre-flight then).
+            self._journal_extra["_paths"] = {n: [str(v) for v in p] for n, p in self.ctx.expected_paths.items()}
         self.journal.begin(str(self.inventory.path), str(self.target), self._journal_options(), who)
         self._act("created", f"target {self.target}", who)
         for spec in self.inventory.appliances:
@@ -256,6 +259,8 @@ class Rollout:
             return
         if info is not None and "_settings" in info.options:
             self._journal_extra["_settings"] = info.options["_settings"]
+        if info is not None:
+            self._restore_paths(info.options.get("_paths"))
         self.journal.attach(rollout_id)
         self._act("resumed", None, who)
         self.records = self.journal.records()
@@ -282,6 +287,20 @@ class Rollout:
         # Appliances caught mid-procedure by a crash go first: they are already out of service.
         order = [n for batch in plan for n in batch]
         self._in_flight_first = [n for n in order if self.records[n].state == State.RUNNING]
+
+    def _restore_paths(self, saved: object) -> None:
+        """The plan journaled by `begin`; an entry that does not read as versions is left unplanned (the driver's
+        own rule then: the newest offer up to the target)."""
+        if not isinstance(saved, dict):
+            return
+        for name, path in saved.items():
+            try:
+                versions = [Version.parse(v) for v in path] if isinstance(path, list) else []
+            except (ValueError, TypeError):
+                versions = []
+            if name in self.specs and versions:
+                self.ctx.expected_paths[name] = versions
+        self._journal_extra["_paths"] = {n: [str(v) for v in p] for n, p in self.ctx.expected_paths.items()}
 
     def review(self, rollout_id: int) -> RolloutRow | None:
         """Load a journaled rollout to look at it, changing nothing (resume's refusal, history, `segtui watch`).
