@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 from segtui.asyncos.versions import Version
-from segtui.rollout.events import State, Step, StepFinished, StepStarted, UpgradeProgressed
-from segtui.rollout.procedure import Aborted
+from segtui.rollout.events import Note, State, Step, StepFinished, StepStarted, UpgradeProgressed
+from segtui.rollout.procedure import Aborted, ApplianceProcedure
 from segtui.rollout.turns import Turns
 from tests.conftest import TARGET, start_fleet
 from tests.procedure_helpers import Harness, wait_for
@@ -89,13 +89,19 @@ async def test_the_critical_path_keeps_its_priority_to_the_end(tmp_path: Path) -
         single, hop = h.procedure("esa01"), h.procedure("esa02")
         assert hop.turn_priority() > single.turn_priority()  # before either is read: the whole path
         hop.rec.current = str(HOP)
-        assert hop.turn_priority() == (1, 2) and single.turn_priority() == (1, 1)  # one upgrade each ahead
+        assert hop.turn_priority() == (0, 1, 2) and single.turn_priority() == (0, 1, 1)  # one upgrade each ahead
         single.rec.current = hop.rec.current = str(TARGET)
-        # Both done upgrading (resume, restore, verify ahead): the one that needed a hop is still the one waited for.
-        assert hop.turn_priority() == (0, 2) > single.turn_priority() == (0, 1)
-        # No plan for an appliance: one upgrade assumed.
+        # Both done upgrading (restore ahead): the one that needed a hop is still the one waited for.
+        assert hop.turn_priority() == (0, 0, 2) > single.turn_priority() == (0, 0, 1)
+        # Out of service (back from its reboot, to verify): before anything that only starts work.
+        single.rec.suspended_by_us = True
+        assert single.turn_priority() > hop.turn_priority() and single.turn_priority() > (0, 2, 2)
+        # No plan for an appliance, or a version that does not parse: one upgrade, or the whole path, assumed.
+        single.rec.suspended_by_us = False
+        hop.rec.current = "garbled"
+        assert hop.turn_priority() == (0, 2, 2)
         h.ctx.expected_paths = {}
-        assert single.turn_priority() == (1, 1)
+        assert single.turn_priority() == (0, 1, 1)
     finally:
         await fleet.stop()
 
@@ -111,7 +117,7 @@ async def test_waiting_for_a_turn_is_not_counted_against_the_step_deadline(tmp_p
         task = asyncio.create_task(h.procedure("esa01").run())
         await wait_for(lambda: h.ctx.turns.waiting == 1)
         # The screen says why the step does not move.
-        assert h.of(UpgradeProgressed, "esa01")[-1].phase == "precheck: waiting for a turn (0 waiting)"
+        assert h.of(UpgradeProgressed, "esa01")[-1].phase == "precheck: waiting for a turn (1 in line)"
         held_until = time.monotonic() + deadline * 1.5
         while time.monotonic() < held_until:  # segtui's own queue, longer than the deadline
             await asyncio.sleep(0.05)
@@ -162,5 +168,50 @@ async def test_bringing_an_appliance_back_into_service_never_waits_for_a_turn(tm
         h.ctx.turns.release()
         assert await asyncio.wait_for(task, 10) == State.PENDING
         assert a.committed.images == "cisco"
+    finally:
+        await fleet.stop()
+
+
+async def test_a_pause_while_waiting_for_a_turn_holds_the_step_when_the_turn_comes(tmp_path: Path) -> None:
+    """The wait can be long: a pause that came meanwhile applies before the step acts, and the turn goes on."""
+    fleet = await start_fleet(tmp_path, 1, clusters=False)
+    try:
+        h = Harness(fleet, tmp_path)
+        turns = h.ctx.turns = Turns(1)
+        unpaused = asyncio.Event()
+        unpaused.set()
+        proc = ApplianceProcedure(h.ctx, h.rollout.specs["esa01"], h.rollout.records["esa01"], unpaused=unpaused)
+        await turns.acquire((9,))
+        task = asyncio.create_task(proc.run())
+        await wait_for(lambda: turns.waiting == 1)  # its pre-check waits
+        turns.release()  # the pre-check runs ...
+        ahead = asyncio.create_task(turns.acquire((9,)))  # ... and the test is next in line, before its backup
+        await wait_for(lambda: ahead.done() and turns.waiting == 1)
+        assert [e.step for e in h.of(StepStarted, "esa01")][-1] == Step.BACKUP
+        unpaused.clear()  # the operator pauses while the backup waits for its turn
+        turns.release()
+        await wait_for(lambda: any("paused before backup" in e.text for e in h.of(Note, "esa01")))
+        assert not [c for c in h.commands("esa01") if c.startswith("saveconfig")]  # it did not act
+        assert turns.held == 0  # and a held step does not keep its turn
+        unpaused.set()
+        assert await asyncio.wait_for(task, 60) == State.DONE
+        assert any(c.startswith("saveconfig") for c in h.commands("esa01"))
+    finally:
+        await fleet.stop()
+
+
+async def test_a_turn_that_comes_as_the_procedure_is_cancelled_is_passed_on(tmp_path: Path) -> None:
+    fleet = await start_fleet(tmp_path, 1, clusters=False)
+    try:
+        h = Harness(fleet, tmp_path)
+        turns = h.ctx.turns = Turns(1)
+        await turns.acquire((9,))
+        task = asyncio.create_task(h.procedure("esa01").run())
+        await wait_for(lambda: turns.waiting == 1)
+        turns.release()
+        await asyncio.sleep(0)  # the turn reaches the waiting step ...
+        task.cancel()  # ... as segtui shuts down
+        await asyncio.gather(task, return_exceptions=True)
+        assert turns.held == 0 and turns.free
     finally:
         await fleet.stop()

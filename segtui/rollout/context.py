@@ -12,7 +12,7 @@ from segtui.asyncos.commands import Appliance, CommandTimeouts
 from segtui.asyncos.connections import SharedConnections
 from segtui.asyncos.parsers import UpgradeSource
 from segtui.asyncos.session import ConnectOptions, Credentials, DialoguePolicy, Exchange, UnknownQuestionSink
-from segtui.asyncos.versions import Version
+from segtui.asyncos.versions import Version, VersionError
 from segtui.inventory import ApplianceSpec, Inventory
 from segtui.rollout.events import CommandExchanged, RolloutEvent
 from segtui.rollout.journal import Journal
@@ -71,10 +71,11 @@ class RolloutContext:
         path = self.expected_paths.get(name)
         if not path:
             return 1
-        if current is None:
-            return len(path)
-        now = Version.parse(current)
-        return sum(1 for v in path if v > now)
+        try:
+            now = Version.parse(current) if current is not None else None
+        except VersionError:
+            now = None  # not ours to guess: the whole path
+        return len(path) if now is None else sum(1 for v in path if v > now)
 
     @property
     def backup_dir(self) -> Path:

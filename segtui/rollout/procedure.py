@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from segtui.asyncos.commands import Appliance
@@ -238,7 +237,17 @@ class ApplianceProcedure:
         self.progress(step)
         return self.ctx.journal.step_started(self.name, step.value)
 
-    async def step(self, step: Step, deadline: float, fn: Callable[[], Awaitable[T]]) -> T:
+    def _gate_open(self, step: Step) -> bool:
+        """Whether the step may act now: no give-up, no stop (before the point of no return), no pause holding it."""
+        if self._give_up is not None:
+            return False
+        if self.stop_request is not None and not self.past_point_of_no_return:
+            return False
+        paused = self._unpaused is not None and not self._unpaused.is_set()
+        return not (step in HOLDABLE and paused)
+
+    async def _gate(self, step: Step) -> None:
+        """Before a step acts: a give-up or stop raises; a pause holds it (or brings the appliance back first)."""
         if self._give_up is not None:
             raise self._give_up
         if self.stop_request is not None and not self.past_point_of_no_return:
@@ -251,19 +260,36 @@ class ApplianceProcedure:
             self.note(f"paused before {step.value}")
             unpaused = self._unpaused
             await self._interruptible(unpaused.wait)
+
+    async def step(self, step: Step, deadline: float, fn: Callable[[], Awaitable[T]]) -> T:
+        await self._gate(step)
         step_id = self._begin_step(step)
+        try:
+            # The turn first, outside the step's deadline (segtui's own queue, not the appliance being slow), and
+            # kept through the retries below: a retried step does not queue again while its deadline runs.
+            held = await self._take_turn(step)
+        except BaseException as err:
+            message = err.message if isinstance(err, ApplianceError) else str(err) or type(err).__name__
+            self._step_finished(step_id, step, False, message)
+            raise
+        try:
+            return await self._attempts(step, step_id, deadline, fn)
+        finally:
+            if held:
+                self.ctx.turns.release()
+
+    async def _attempts(self, step: Step, step_id: int, deadline: float, fn: Callable[[], Awaitable[T]]) -> T:
         attempt = 0
         end: float | None = None
         while True:
             try:
-                # The turn and the session first, outside the step's deadline: waiting for either is segtui's
-                # own queue, not the appliance being slow; connecting has its own connect/login timeouts.
-                async with self._turn(step):
-                    await self._interruptible(self.client.session)
-                    if end is None:
-                        end = time.monotonic() + deadline
-                    async with asyncio.timeout(max(0.01, end - time.monotonic())):
-                        result = await self._interruptible(fn)
+                # The session first, outside the step's deadline: waiting for a handshake slot is segtui's own
+                # queue, not the appliance being slow; connecting has its own connect/login timeouts.
+                await self._interruptible(self.client.session)
+                if end is None:
+                    end = time.monotonic() + deadline
+                async with asyncio.timeout(max(0.01, end - time.monotonic())):
+                    result = await self._interruptible(fn)
                 break
             except TimeoutError:
                 await self.client.close(reuse=False)  # a missed deadline may be a dead link
@@ -289,28 +315,42 @@ class ApplianceProcedure:
         self.progress(step, 1.0)
         return result
 
-    def turn_priority(self) -> tuple[int, int]:
-        """The critical path first: the most upgrades still ahead, then the longest procedure in all (an appliance
-        that needed a hop is, once done upgrading, still the one the rollout waits for)."""
-        return self.ctx.upgrades_left(self.name, self.rec.current), self.ctx.upgrades_left(self.name)
+    def turn_priority(self) -> tuple[int, int, int]:
+        """Out of service first (its way back into service: verify, the next hop's settings), then the critical
+        path: the most upgrades still ahead, then the longest procedure in all (an appliance that needed a hop is,
+        once done upgrading, still the one the rollout waits for)."""
+        left = self.ctx.upgrades_left(self.name, self.rec.current)
+        return int(self.rec.suspended_by_us), left, self.ctx.upgrades_left(self.name)
 
-    @contextlib.asynccontextmanager
-    async def _turn(self, step: Step) -> AsyncIterator[None]:
-        """A short step waits for its turn; the appliance with more upgrades ahead is served first."""
+    async def _take_turn(self, step: Step) -> bool:
+        """A short step waits for its turn (whether it took one). A give-up, stop or pause that came while it waited
+        applies before it acts: the wait can be long, and what was decided before it may no longer hold."""
         if step not in TAKES_A_TURN:
-            yield
-            return
+            return False
         turns = self.ctx.turns
-        queued = not turns.free
-        if queued:  # the screen says why the step does not move yet
-            self.progress(step, 0.0, phase=f"{step.value}: waiting for a turn ({turns.waiting} waiting)")
-        await self._interruptible(lambda: turns.acquire(self.turn_priority()))
-        if queued:
-            self.progress(step, 0.0)
-        try:
-            yield
-        finally:
+        while True:
+            queued = not turns.free
+            if queued:  # the screen says why the step does not move yet
+                self.progress(step, 0.0, phase=f"{step.value}: waiting for a turn ({turns.waiting + 1} in line)")
+            got = False
+
+            async def acquire() -> None:
+                nonlocal got
+                await turns.acquire(self.turn_priority())
+                got = True
+
+            try:
+                await self._interruptible(acquire)
+            except BaseException:
+                if got:  # the turn came as the wait was stopped or cancelled: pass it on
+                    turns.release()
+                raise
+            if queued:
+                self.progress(step, 0.0)
+            if self._gate_open(step):
+                return True
             turns.release()
+            await self._gate(step)  # raises, or holds until unpaused; then in line again
 
     async def _interruptible(self, fn: Callable[[], Awaitable[T]]) -> T:
         """Run `fn`; a give-up stops it at once, an abort or skip too unless the upgrade was confirmed."""
@@ -830,6 +870,8 @@ class ApplianceProcedure:
             # Each sample begins after the one before (and the first after the bake began).
             nonlocal since
             got = await self.ctx.peers.read(self.spec, after=since)
+            if isinstance(got, str):  # once more, over a new session (a login can fail once)
+                got = await self.ctx.peers.read(self.spec, after=time.monotonic())
             since = time.monotonic()
             if isinstance(got, str):
                 raise BakeFailed(self.name, f"bake: the appliance stopped answering ({got})")
