@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+
+import pytest
 
 from segtui.asyncos.versions import Version
 from segtui.rollout.events import Note, State, Step, StepFinished, StepStarted, UpgradeProgressed
@@ -15,6 +18,16 @@ from tests.conftest import TARGET, start_fleet
 from tests.procedure_helpers import Harness, wait_for
 
 HOP = Version.parse("15.5.1-055")
+
+
+@pytest.fixture
+async def one(tmp_path: Path) -> AsyncIterator[Harness]:
+    """One simulated appliance, and a single turn for the test to hold or hand out."""
+    fleet = await start_fleet(tmp_path, 1, clusters=False)
+    h = Harness(fleet, tmp_path)
+    h.ctx.turns = Turns(1)
+    yield h
+    await fleet.stop()
 
 
 async def test_waiters_are_served_by_priority_then_in_order_of_arrival() -> None:
@@ -106,48 +119,38 @@ async def test_the_critical_path_keeps_its_priority_to_the_end(tmp_path: Path) -
         await fleet.stop()
 
 
-async def test_waiting_for_a_turn_is_not_counted_against_the_step_deadline(tmp_path: Path) -> None:
-    fleet = await start_fleet(tmp_path, 1, clusters=False)
-    try:
-        h = Harness(fleet, tmp_path)
-        deadline = 2.0
-        h.ctx.settings.deadlines.precheck = deadline
-        h.ctx.turns = Turns(1)
-        await h.ctx.turns.acquire((0,))
-        task = asyncio.create_task(h.procedure("esa01").run())
-        await wait_for(lambda: h.ctx.turns.waiting == 1)
-        # The screen says why the step does not move.
-        assert h.of(UpgradeProgressed, "esa01")[-1].phase == "precheck: waiting for a turn (1 in line)"
-        held_until = time.monotonic() + deadline * 1.5
-        while time.monotonic() < held_until:  # segtui's own queue, longer than the deadline
-            await asyncio.sleep(0.05)
-            assert not task.done()
-        h.ctx.turns.release()
-        await wait_for(lambda: any(e.step == Step.PRECHECK for e in h.of(StepFinished, "esa01")))
-        precheck = next(e for e in h.of(StepFinished, "esa01") if e.step == Step.PRECHECK)
-        assert precheck.ok, precheck.message
-        assert not any("waiting" in e.phase for e in h.of(UpgradeProgressed, "esa01")[-2:])
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-    finally:
-        await fleet.stop()
+async def test_waiting_for_a_turn_is_not_counted_against_the_step_deadline(one: Harness) -> None:
+    h = one
+    deadline = 2.0
+    h.ctx.settings.deadlines.precheck = deadline
+    await h.ctx.turns.acquire((0,))
+    task = asyncio.create_task(h.procedure("esa01").run())
+    await wait_for(lambda: h.ctx.turns.waiting == 1)
+    # The screen says why the step does not move.
+    assert h.of(UpgradeProgressed, "esa01")[-1].phase == "precheck: waiting for a turn (1 in line)"
+    held_until = time.monotonic() + deadline * 1.5
+    while time.monotonic() < held_until:  # segtui's own queue, longer than the deadline
+        await asyncio.sleep(0.05)
+        assert not task.done()
+    h.ctx.turns.release()
+    await wait_for(lambda: any(e.step == Step.PRECHECK for e in h.of(StepFinished, "esa01")))
+    precheck = next(e for e in h.of(StepFinished, "esa01") if e.step == Step.PRECHECK)
+    assert precheck.ok, precheck.message
+    assert not any("waiting" in e.phase for e in h.of(UpgradeProgressed, "esa01")[-2:])
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
-async def test_an_abort_stops_the_wait_for_a_turn_and_leaves_the_turns_whole(tmp_path: Path) -> None:
-    fleet = await start_fleet(tmp_path, 1, clusters=False)
-    try:
-        h = Harness(fleet, tmp_path)
-        h.ctx.turns = Turns(1)
-        await h.ctx.turns.acquire((0,))
-        proc = h.procedure("esa01")
-        task = asyncio.create_task(proc.run())
-        await wait_for(lambda: h.ctx.turns.waiting == 1)
-        assert proc.request_stop(Aborted(State.PENDING, "aborted by operator before its upgrade"))
-        assert await asyncio.wait_for(task, 10) == State.PENDING
-        assert h.ctx.turns.held == 1 and h.ctx.turns.waiting == 0
-        assert h.commands("esa01") == []  # nothing was said to the appliance
-    finally:
-        await fleet.stop()
+async def test_an_abort_stops_the_wait_for_a_turn_and_leaves_the_turns_whole(one: Harness) -> None:
+    h = one
+    await h.ctx.turns.acquire((0,))
+    proc = h.procedure("esa01")
+    task = asyncio.create_task(proc.run())
+    await wait_for(lambda: h.ctx.turns.waiting == 1)
+    assert proc.request_stop(Aborted(State.PENDING, "aborted by operator before its upgrade"))
+    assert await asyncio.wait_for(task, 10) == State.PENDING
+    assert h.ctx.turns.held == 1 and h.ctx.turns.waiting == 0
+    assert h.commands("esa01") == []  # nothing was said to the appliance
 
 
 async def test_bringing_an_appliance_back_into_service_never_waits_for_a_turn(tmp_path: Path) -> None:
@@ -172,46 +175,36 @@ async def test_bringing_an_appliance_back_into_service_never_waits_for_a_turn(tm
         await fleet.stop()
 
 
-async def test_a_pause_while_waiting_for_a_turn_holds_the_step_when_the_turn_comes(tmp_path: Path) -> None:
+async def test_a_pause_while_waiting_for_a_turn_holds_the_step_when_the_turn_comes(one: Harness) -> None:
     """The wait can be long: a pause that came meanwhile applies before the step acts, and the turn goes on."""
-    fleet = await start_fleet(tmp_path, 1, clusters=False)
-    try:
-        h = Harness(fleet, tmp_path)
-        turns = h.ctx.turns = Turns(1)
-        unpaused = asyncio.Event()
-        unpaused.set()
-        proc = ApplianceProcedure(h.ctx, h.rollout.specs["esa01"], h.rollout.records["esa01"], unpaused=unpaused)
-        await turns.acquire((9,))
-        task = asyncio.create_task(proc.run())
-        await wait_for(lambda: turns.waiting == 1)  # its pre-check waits
-        turns.release()  # the pre-check runs ...
-        ahead = asyncio.create_task(turns.acquire((9,)))  # ... and the test is next in line, before its backup
-        await wait_for(lambda: ahead.done() and turns.waiting == 1)
-        assert [e.step for e in h.of(StepStarted, "esa01")][-1] == Step.BACKUP
-        unpaused.clear()  # the operator pauses while the backup waits for its turn
-        turns.release()
-        await wait_for(lambda: any("paused before backup" in e.text for e in h.of(Note, "esa01")))
-        assert not [c for c in h.commands("esa01") if c.startswith("saveconfig")]  # it did not act
-        assert turns.held == 0  # and a held step does not keep its turn
-        unpaused.set()
-        assert await asyncio.wait_for(task, 60) == State.DONE
-        assert any(c.startswith("saveconfig") for c in h.commands("esa01"))
-    finally:
-        await fleet.stop()
+    h, turns = one, one.ctx.turns
+    unpaused = asyncio.Event()
+    unpaused.set()
+    proc = ApplianceProcedure(h.ctx, h.rollout.specs["esa01"], h.rollout.records["esa01"], unpaused=unpaused)
+    await turns.acquire((9,))
+    task = asyncio.create_task(proc.run())
+    await wait_for(lambda: turns.waiting == 1)  # its pre-check waits
+    turns.release()  # the pre-check runs ...
+    ahead = asyncio.create_task(turns.acquire((9,)))  # ... and the test is next in line, before its backup
+    await wait_for(lambda: ahead.done() and turns.waiting == 1)
+    assert [e.step for e in h.of(StepStarted, "esa01")][-1] == Step.BACKUP
+    unpaused.clear()  # the operator pauses while the backup waits for its turn
+    turns.release()
+    await wait_for(lambda: any("paused before backup" in e.text for e in h.of(Note, "esa01")))
+    assert not [c for c in h.commands("esa01") if c.startswith("saveconfig")]  # it did not act
+    assert turns.held == 0  # and a held step does not keep its turn
+    unpaused.set()
+    assert await asyncio.wait_for(task, 60) == State.DONE
+    assert any(c.startswith("saveconfig") for c in h.commands("esa01"))
 
 
-async def test_a_turn_that_comes_as_the_procedure_is_cancelled_is_passed_on(tmp_path: Path) -> None:
-    fleet = await start_fleet(tmp_path, 1, clusters=False)
-    try:
-        h = Harness(fleet, tmp_path)
-        turns = h.ctx.turns = Turns(1)
-        await turns.acquire((9,))
-        task = asyncio.create_task(h.procedure("esa01").run())
-        await wait_for(lambda: turns.waiting == 1)
-        turns.release()
-        await asyncio.sleep(0)  # the turn reaches the waiting step ...
-        task.cancel()  # ... as segtui shuts down
-        await asyncio.gather(task, return_exceptions=True)
-        assert turns.held == 0 and turns.free
-    finally:
-        await fleet.stop()
+async def test_a_turn_that_comes_as_the_procedure_is_cancelled_is_passed_on(one: Harness) -> None:
+    turns = one.ctx.turns
+    await turns.acquire((9,))
+    task = asyncio.create_task(one.procedure("esa01").run())
+    await wait_for(lambda: turns.waiting == 1)
+    turns.release()
+    await asyncio.sleep(0)  # the turn reaches the waiting step ...
+    task.cancel()  # ... as segtui shuts down
+    await asyncio.gather(task, return_exceptions=True)
+    assert turns.held == 0 and turns.free
