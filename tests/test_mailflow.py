@@ -145,3 +145,12 @@ def test_the_guard_options_of_a_rollout_are_its_own_and_survive_a_resume(tmp_pat
     resumed = options(argparse.Namespace(max_fail=None), settings, found[2])
     again = Rollout(rollout.inventory, settings, rollout.target, rollout.journal, resumed)
     assert (again.settings.guards.bake, again.settings.guards.peer_queue_max) == (90.0, 7)
+
+
+def test_the_demo_runs_the_pre_flight_as_run_does(tmp_path: Path) -> None:
+    # A fault the pre-flight sees refuses the whole demo before anything is changed, as `segtui run` would.
+    proc = _demo(tmp_path, "--faults", "esa02=auth-fail", appliances=3)
+    assert proc.returncode == 3, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "pre-flight: esa02: authentication failed" in proc.stderr
+    assert "pre-flight refused: nothing was changed" in proc.stderr
+    assert "precheck" not in proc.stdout  # no appliance's procedure began

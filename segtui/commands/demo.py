@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from segtui.commands.common import open_journal, options, settings_for, target
-from segtui.commands.rollout import execute
+from segtui.commands.common import EXIT_PREFLIGHT, open_journal, options, settings_for, target
+from segtui.commands.rollout import execute, preflight_or_refuse
 from segtui.errors import InputError
 
 
@@ -43,6 +43,10 @@ async def demo(args: argparse.Namespace) -> int:
         rollout = Rollout(inventory, settings, version, journal, opts, exit_on_pause=args.headless)
         if args.headless:
             print("\n".join(fleet.summary()[:4]), flush=True)
+        # As `segtui run` does: the pre-flight reads every version and walks the manifests (the plan, the hard rule);
+        # a fault it finds (auth-fail, garbled-version, no-manifest, ...) refuses the demo as it would a rollout.
+        if not await preflight_or_refuse(rollout):
+            return EXIT_PREFLIGHT
         rollout.begin(persist_settings=True, who=operator())  # `segtui resume` keeps the demo's time scale
         return await execute(args, rollout, autostart=False, sim=fleet)
     finally:
