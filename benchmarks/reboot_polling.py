@@ -13,7 +13,7 @@ import asyncio
 import statistics
 import time
 
-from _common import CpuMeter, report, start_sim
+from _common import CpuMeter, report, start_fleet
 
 from segtui.asyncos.versions import Version
 from segtui.inventory import load_inventory
@@ -24,7 +24,9 @@ from segtui.settings import Polling, load_settings
 
 
 async def run(n: int, interval: float, scale: float) -> None:
-    sim = start_sim(n, scale, "--fixed-durations")
+    # Two simulator processes, as for the orchestration benchmark: 500 appliances coming back at once are 500 SSH
+    # handshakes on the simulator's side too, and a real fleet has a CPU per appliance.
+    sim = start_fleet(n, scale, "--fixed-durations")
     try:
         inventory = load_inventory(sim.inventory)
         base = load_settings()
@@ -58,11 +60,7 @@ async def run(n: int, interval: float, scale: float) -> None:
 
         with CpuMeter() as cpu:
             await asyncio.gather(*(one(s) for s in inventory.appliances))
-        up: dict[str, float] = {}
-        for line in sim.events.read_text().splitlines():
-            name, what, ts = line.split()
-            if what == "up":
-                up[name] = float(ts)
+        up = {name: ts for name, what, ts in sim.merged_events() if what == "up"}
         delays = [detected[name] - up[name] for name in detected]
         print(
             f"  {len(delays)} appliances back; detection delay median {statistics.median(delays):.2f} s, "
