@@ -225,8 +225,7 @@ class Rollout:
         if persist_settings:
             self._journal_extra["_settings"] = self.settings.model_dump(mode="json")
         if self.ctx.expected_paths:
-            # The pre-flight's plan, so that a resumed rollout keeps the hard rule and the order (no pre-flight then).
-            self._journal_extra["_paths"] = {n: [str(v) for v in p] for n, p in self.ctx.expected_paths.items()}
+            self._keep_paths()
         self.journal.begin(str(self.inventory.path), str(self.target), self._journal_options(), who)
         self._act("created", f"target {self.target}", who)
         for spec in self.inventory.appliances:
@@ -300,6 +299,11 @@ class Rollout:
                 versions = []
             if name in self.specs and versions:
                 self.ctx.expected_paths[name] = versions
+        self._keep_paths()
+
+    def _keep_paths(self) -> None:
+        """The pre-flight's plan in the journal, so that a resumed rollout keeps the hard rule and the order (it runs
+        no pre-flight)."""
         self._journal_extra["_paths"] = {n: [str(v) for v in p] for n, p in self.ctx.expected_paths.items()}
 
     def review(self, rollout_id: int) -> RolloutRow | None:
@@ -354,13 +358,9 @@ class Rollout:
             return Outcome.WINDOW_CLOSED.value
         return self.state.value
 
-    def _upgrades_expected(self, name: str) -> int:
-        """From the pre-flight's plan (hops + 1; 1 when unknown). Within a batch the longest procedures start first."""
-        return self.ctx.upgrades_left(name)
-
     def _expected_seconds(self, name: str, durations: Durations | None = None) -> float:
         durations = durations if durations is not None else Durations.of(self.records.values())
-        upgrades = self._upgrades_expected(name)
+        upgrades = self.ctx.upgrades_left(name)
         learned = durations.expected(upgrades)
         return learned if learned is not None else self.settings.window.estimate * upgrades
 
@@ -872,7 +872,8 @@ class Rollout:
 
     async def _run_batch(self, names: list[str], *, resumed: set[str] | None = None) -> None:
         resumed = resumed or set()
-        waiting = sorted(names, key=lambda n: -self._upgrades_expected(n))
+        # The longest procedures (by the pre-flight's plan) start first.
+        waiting = sorted(names, key=lambda n: -self.ctx.upgrades_left(n))
         while True:
             # Retries arriving during a batch join it.
             waiting += [n for n in self._retries if n not in waiting]

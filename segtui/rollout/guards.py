@@ -20,7 +20,7 @@ from segtui.asyncos.errors import ApplianceError
 from segtui.asyncos.parsers import StatusDetail
 from segtui.inventory import ApplianceSpec
 from segtui.rollout.context import RolloutContext
-from segtui.rollout.peers import reading_interval
+from segtui.rollout.peers import reading_interval, unreachable
 
 
 class GuardTimeout(ApplianceError):
@@ -101,7 +101,7 @@ class CapacityGuard:
         if under_way:
             await asyncio.wait(under_way)
         found = [
-            self._problem(p, f"{p.name} unreachable: reading stopped" if r.cancelled() else r.result())
+            self._problem(p, unreachable(p, "reading stopped") if r.cancelled() else r.result())
             for p, r in zip(peers, readings, strict=True)
         ]
         # Reading takes a moment: a peer that went out of service meanwhile (its own procedure suspended it) is

@@ -31,6 +31,11 @@ if TYPE_CHECKING:
 READING_FLOOR = 5.0
 
 
+def unreachable(peer: ApplianceSpec, why: str) -> str:
+    """A reading that could not be taken, as the guards and the bake report it."""
+    return f"{peer.name} unreachable: {why}"
+
+
 def reading_interval(settings: Settings) -> float:
     """How often a peer is read and a baking appliance sampled: the work-queue polling, never under READING_FLOOR."""
     return max(settings.polling.workqueue, READING_FLOOR)
@@ -91,7 +96,7 @@ class PeerReader:
             status = await self._read_own(peer)
         except (ApplianceError, TimeoutError) as exc:
             why = exc.message if isinstance(exc, ApplianceError) else "no answer in time"
-            return f"{peer.name} unreachable: {why}"
+            return unreachable(peer, why)
         self.ctx.emit(WorkQueueDepth(appliance=peer.name, depth=status.workqueue_messages, draining=False))
         return status
 
